@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create .venv with the project's dependencies, on a fresh machine with no GPU
+# and no internet beyond the package registries. Safe to run again.
+#  - Debian packages (when apt-get is available and we are root): libdnnl-dev
+#    (oneDNN for fast CPU convolutions) and Open MPI (multi-process training).
+#    Failures here are warnings: the project runs without them, only slower /
+#    single-process.
+#  - Python packages from requirements-dev.txt (torch is the CPU build, used by
+#    tests and benchmarks only).
+#  - A first `import jittor` through jittor_env, so that Jittor's one-off
+#    compilation (a few minutes) happens here and not inside the first test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+need_apt=()
+[ -e /usr/include/dnnl.h ] || need_apt+=(libdnnl-dev)
+command -v mpicc >/dev/null 2>&1 || need_apt+=(openmpi-bin libopenmpi-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${need_apt[*]} with apt-get"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null) \
+      || echo "setup: warning: apt-get install ${need_apt[*]} failed; continuing without" >&2
+  else
+    echo "setup: warning: ${need_apt[*]} missing and apt-get unavailable (or not root); continuing without" >&2
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+"$VENV/bin/python" -c "import jittor_env, jittor as jt; print('setup: jittor', jt.__version__, 'cuda' if jt.has_cuda else 'cpu')"
+touch "$VENV/.installed"
