@@ -1,0 +1,75 @@
+"""Datasets: Cityscapes, ADE20K, Pascal VOC and the generated demo.
+
+``build_dataset`` is what train.py and evaluate.py call: it reads the
+preset, picks the dataset class and builds the training or evaluation
+transform with the backbone's input normalisation.
+"""
+import jittor_env  # noqa: F401  (must run before jittor is imported)
+
+from typing import Any, Optional
+
+from models.input_norm import InputNorm
+
+from .ade20k import ADE20KDataset
+from .base import DatasetError, Sample, SegmentationDataset
+from .cityscapes import CITYSCAPES_ID_TO_TRAINID, CityscapesDataset
+from .presets import PRESETS, DatasetPreset, get_preset
+from .transforms import build_eval_transform, build_train_transform
+from .voc import VOCDataset
+
+__all__ = [
+    "ADE20KDataset", "CityscapesDataset", "VOCDataset", "SegmentationDataset", "Sample",
+    "DatasetError", "DatasetPreset", "PRESETS", "get_preset", "CITYSCAPES_ID_TO_TRAINID",
+    "build_dataset", "build_train_transform", "build_eval_transform",
+]
+
+
+def build_dataset(preset_name: str, root: str, split: Optional[str] = None, train: bool = False,
+                  input_norm: Optional[InputNorm] = None,
+                  crop_size: Optional[tuple[int, int]] = None,
+                  test_size: Optional[tuple[int, int]] = None,
+                  scale_range: Optional[tuple[float, float]] = None,
+                  list_file: Optional[str] = None, seed: int = 0,
+                  **loader_kwargs: Any) -> SegmentationDataset:
+    """The dataset of preset ``preset_name`` under ``root``, ready to iterate.
+
+    Args:
+        preset_name: a key of :data:`PRESETS` ("cityscapes", "ade20k", "voc", "demo").
+        root: the dataset folder (layouts in each dataset module's ``LAYOUT``).
+        split: defaults to the preset's train split when ``train`` else its val split.
+        train: training transform (random scale, crop + pad, flip, [photometric],
+            normalise) and loader defaults ``batch_size=preset.batch_size``,
+            ``shuffle=True``, ``drop_last=True``; otherwise the eval transform
+            (optional resize, normalise) with ``batch_size=1``.
+        input_norm: the backbone's normalisation (``models.input_norm``); required.
+        crop_size, test_size, scale_range: override the preset.
+        list_file: Cityscapes-layout datasets only: an official ``.lst`` file.
+        seed: shuffle and augmentation seed (the same on every MPI rank).
+        **loader_kwargs: Jittor loader options (``batch_size`` is global under MPI,
+            ``num_workers``, ``shuffle``, ``drop_last``, ...).
+    """
+    preset = get_preset(preset_name)
+    if not isinstance(input_norm, InputNorm):
+        raise TypeError("build_dataset needs input_norm=<models.input_norm.InputNorm> "
+                        "(the backbone's normalisation, e.g. CAFFE_BGR or IMAGENET_RGB)")
+    if split is None:
+        split = preset.train_split if train else preset.val_split
+    if train:
+        transform = build_train_transform(preset, input_norm, crop_size=crop_size, scale_range=scale_range)
+        loader = {"batch_size": preset.batch_size, "shuffle": True, "drop_last": True}
+    else:
+        transform = build_eval_transform(preset, input_norm, test_size=test_size)
+        loader = {"batch_size": 1, "shuffle": False, "drop_last": False}
+    loader.update(loader_kwargs)
+    common = dict(transform=transform, seed=seed, **loader)
+
+    if preset.name in ("cityscapes", "demo"):
+        return CityscapesDataset(root, split, list_file=list_file,
+                                 train_ids=preset.cityscapes_train_ids, **common)
+    if list_file is not None:
+        raise ValueError(f"list_file is only supported for Cityscapes-layout presets, not {preset.name!r}")
+    if preset.name == "ade20k":
+        return ADE20KDataset(root, split, **common)
+    if preset.name == "voc":
+        return VOCDataset(root, split, **common)
+    raise ValueError(f"preset {preset.name!r} has no dataset class")  # a new preset needs a line here

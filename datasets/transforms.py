@@ -1,0 +1,343 @@
+"""Paired image/label transforms for semantic segmentation (numpy + OpenCV).
+
+Every transform is called as ``transform(image, label, rng) -> (image, label)``:
+
+* ``image``: HxWx3 RGB, uint8 until :class:`Normalize`, float32 after it;
+* ``label``: HxW integer train ids with ``ignore_index`` (255) for ignored
+  pixels, or ``None`` (unlabelled test images; only the eval transforms
+  accept that);
+* ``rng``: a ``numpy.random.Generator``; the dataset derives it from
+  ``(seed, epoch, sample index)`` so that augmentation is repeatable and
+  independent of worker processes and MPI ranks.
+
+The training pipeline (:func:`build_train_transform`) is
+
+    RandomResize -> RandomCrop -> RandomHorizontalFlip -> [PhotoMetricDistortion]
+    -> Normalize -> Pad -> ToCHW
+
+Cropping happens before normalisation (cheap) and padding after it, so the
+padded image area is exactly 0, i.e. the mean colour, and the padded label area
+is ``ignore_index``. This equals the official CCNet order (normalise, pad
+bottom/right, crop) in distribution: with bottom/right padding, the crop
+offset along a side shorter than the crop is 0 in both. Labels are always
+resized with nearest-neighbour interpolation.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+
+from models.input_norm import InputNorm
+
+from .presets import DatasetPreset
+
+__all__ = [
+    "Compose",
+    "RandomResize",
+    "Resize",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "PhotoMetricDistortion",
+    "Normalize",
+    "Pad",
+    "ToCHW",
+    "build_train_transform",
+    "build_eval_transform",
+]
+
+Label = Optional[np.ndarray]
+Transform = Callable[[np.ndarray, Label, np.random.Generator], tuple[np.ndarray, Label]]
+
+
+def _need_label(label: Label, name: str) -> np.ndarray:
+    if label is None:
+        raise ValueError(f"{name} is a training transform and needs a label; unlabelled "
+                         "images (e.g. the Cityscapes test split) only work with the eval transform")
+    return label
+
+
+def _rescale(image: np.ndarray, label: Label, scale: float) -> tuple[np.ndarray, Label]:
+    h, w = image.shape[:2]
+    new_w, new_h = max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))
+    if (new_h, new_w) == (h, w):
+        return image, label
+    image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    if label is not None:
+        label = cv2.resize(label, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    return image, label
+
+
+def _fit_scale(h: int, w: int, size: tuple[int, int]) -> float:
+    """mmseg ``keep_ratio`` rescale factor: fit (h, w) into (long, short)."""
+    long_side, short_side = size
+    return min(long_side / max(h, w), short_side / min(h, w))
+
+
+class Compose:
+    """Apply transforms in order, passing the same ``rng`` to each."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, image: np.ndarray, label: Label, rng: np.random.Generator):
+        for t in self.transforms:
+            image, label = t(image, label, rng)
+        return image, label
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n    {t!r}," for t in self.transforms)
+        return f"{type(self).__name__}([{inner}\n])"
+
+
+class RandomResize:
+    """Rescale image (bilinear) and label (nearest) by a random factor.
+
+    The factor is drawn uniformly from the discrete set ``scales`` when given
+    (official CCNet: {0.7, ..., 2.1}), else uniformly from ``ratio_range``.
+    With ``base_size=(long, short)`` the factor multiplies the mmseg
+    ``keep_ratio`` rescale to that size (e.g. (2048, 512) for ADE20K);
+    without it, it multiplies the original size.
+    """
+
+    def __init__(self, ratio_range: tuple[float, float] | None = None,
+                 scales: Sequence[float] | None = None,
+                 base_size: tuple[int, int] | None = None) -> None:
+        if not scales and ratio_range is None:
+            raise ValueError("RandomResize needs ratio_range or scales")
+        if ratio_range is not None and not 0 < ratio_range[0] <= ratio_range[1]:
+            raise ValueError(f"ratio_range must be 0 < low <= high, got {ratio_range}")
+        self.ratio_range = ratio_range
+        self.scales = tuple(scales) if scales else ()
+        self.base_size = base_size
+
+    def __call__(self, image, label, rng):
+        if self.scales:
+            ratio = float(self.scales[rng.integers(len(self.scales))])
+        else:
+            low, high = self.ratio_range
+            ratio = float(rng.uniform(low, high))
+        if self.base_size is not None:
+            ratio *= _fit_scale(*image.shape[:2], self.base_size)
+        return _rescale(image, label, ratio)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(ratio_range={self.ratio_range}, scales={self.scales}, "
+                f"base_size={self.base_size})")
+
+
+class Resize:
+    """Deterministic keep-ratio resize of the image to fit ``size=(long, short)``.
+
+    For evaluation: the label is left at its original size by default, since
+    predictions are compared at the original resolution.
+    """
+
+    def __init__(self, size: tuple[int, int], resize_label: bool = False) -> None:
+        self.size = tuple(size)
+        self.resize_label = resize_label
+
+    def __call__(self, image, label, rng):
+        scale = _fit_scale(*image.shape[:2], self.size)
+        image, new_label = _rescale(image, label if self.resize_label else None, scale)
+        return image, (new_label if self.resize_label else label)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, resize_label={self.resize_label})"
+
+
+class RandomCrop:
+    """Random ``crop_size=(h, w)`` window, clipped to the image.
+
+    A side shorter than the crop is kept whole (offset 0); :class:`Pad` then
+    fills it up to the crop size. With ``cat_max_ratio < 1``, up to
+    ``max_tries`` windows are drawn until no single class covers
+    ``cat_max_ratio`` or more of the labelled pixels (mmseg's retry).
+    """
+
+    def __init__(self, crop_size: tuple[int, int], cat_max_ratio: float = 1.0,
+                 ignore_index: int = 255, max_tries: int = 10) -> None:
+        if len(crop_size) != 2 or min(crop_size) <= 0:
+            raise ValueError(f"crop_size must be two positive ints (h, w), got {crop_size}")
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.cat_max_ratio = cat_max_ratio
+        self.ignore_index = ignore_index
+        self.max_tries = max_tries
+
+    def _window(self, h: int, w: int, rng) -> tuple[int, int, int, int]:
+        ch, cw = self.crop_size
+        y0 = int(rng.integers(max(h - ch, 0) + 1))
+        x0 = int(rng.integers(max(w - cw, 0) + 1))
+        return y0, min(y0 + ch, h), x0, min(x0 + cw, w)
+
+    def __call__(self, image, label, rng):
+        label = _need_label(label, type(self).__name__)
+        h, w = image.shape[:2]
+        y0, y1, x0, x1 = self._window(h, w, rng)
+        if self.cat_max_ratio < 1.0:
+            for _ in range(self.max_tries):
+                values, counts = np.unique(label[y0:y1, x0:x1], return_counts=True)
+                counts = counts[values != self.ignore_index]
+                if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+                    break
+                y0, y1, x0, x1 = self._window(h, w, rng)
+        return image[y0:y1, x0:x1], label[y0:y1, x0:x1]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(crop_size={self.crop_size}, cat_max_ratio={self.cat_max_ratio})"
+
+
+class RandomHorizontalFlip:
+    """Mirror image and label together with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, image, label, rng):
+        if rng.random() < self.p:
+            image = image[:, ::-1]
+            if label is not None:
+                label = label[:, ::-1]
+        return image, label
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class PhotoMetricDistortion:
+    """mmseg's photometric distortion on a uint8 RGB image; each step fires with p=0.5.
+
+    Brightness (+-``brightness_delta``), then contrast either second or last,
+    saturation and hue (OpenCV HSV, hue in 0..179) in between.
+    """
+
+    def __init__(self, brightness_delta: int = 32, contrast_range: tuple[float, float] = (0.5, 1.5),
+                 saturation_range: tuple[float, float] = (0.5, 1.5), hue_delta: int = 18) -> None:
+        self.brightness_delta = brightness_delta
+        self.contrast_range = contrast_range
+        self.saturation_range = saturation_range
+        self.hue_delta = hue_delta
+
+    @staticmethod
+    def _convert(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+        return np.clip(x.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    def _contrast(self, image, rng):
+        if rng.integers(2):
+            image = self._convert(image, alpha=rng.uniform(*self.contrast_range))
+        return image
+
+    def __call__(self, image, label, rng):
+        if image.dtype != np.uint8:
+            raise TypeError("PhotoMetricDistortion works on uint8 images; put it before Normalize")
+        if rng.integers(2):
+            image = self._convert(image, beta=rng.uniform(-self.brightness_delta, self.brightness_delta))
+        contrast_first = rng.integers(2) == 1
+        if contrast_first:
+            image = self._contrast(image, rng)
+        if rng.integers(2):
+            hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
+            hsv[..., 1] = self._convert(hsv[..., 1], alpha=rng.uniform(*self.saturation_range))
+            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if rng.integers(2):
+            hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
+            shift = int(rng.integers(-self.hue_delta, self.hue_delta + 1))
+            hsv[..., 0] = (hsv[..., 0].astype(np.int32) + shift) % 180
+            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if not contrast_first:
+            image = self._contrast(image, rng)
+        return image, label
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(brightness_delta={self.brightness_delta}, "
+                f"contrast_range={self.contrast_range}, saturation_range={self.saturation_range}, "
+                f"hue_delta={self.hue_delta})")
+
+
+class Normalize:
+    """Apply the backbone's :class:`~models.input_norm.InputNorm` (RGB in, float32 out)."""
+
+    def __init__(self, input_norm: InputNorm) -> None:
+        if not isinstance(input_norm, InputNorm):
+            raise TypeError(f"Normalize needs a models.input_norm.InputNorm, got {type(input_norm).__name__}")
+        self.input_norm = input_norm
+
+    def __call__(self, image, label, rng):
+        return self.input_norm(image), label
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.input_norm})"
+
+
+class Pad:
+    """Pad bottom/right up to ``size=(h, w)``: image with 0 (the mean after
+    normalisation), label with ``ignore_index``. Larger inputs are unchanged."""
+
+    def __init__(self, size: tuple[int, int], ignore_index: int = 255, image_value: float = 0.0) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.ignore_index = ignore_index
+        self.image_value = image_value
+
+    def __call__(self, image, label, rng):
+        h, w = image.shape[:2]
+        ph, pw = max(self.size[0] - h, 0), max(self.size[1] - w, 0)
+        if ph or pw:
+            image = np.pad(image, ((0, ph), (0, pw), (0, 0)), constant_values=self.image_value)
+            if label is not None:
+                label = np.pad(label, ((0, ph), (0, pw)), constant_values=self.ignore_index)
+        return image, label
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, ignore_index={self.ignore_index})"
+
+
+class ToCHW:
+    """Final step: image -> contiguous float32 CxHxW, label -> contiguous int32 HxW."""
+
+    def __call__(self, image, label, rng):
+        image = np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1))
+        if label is not None:
+            label = np.ascontiguousarray(label, dtype=np.int32)
+        return image, label
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def build_train_transform(preset: DatasetPreset, input_norm: InputNorm,
+                          crop_size: tuple[int, int] | None = None,
+                          scale_range: tuple[float, float] | None = None,
+                          photometric: bool | None = None) -> Compose:
+    """The preset's training pipeline; the keyword arguments override the preset.
+
+    Passing ``scale_range`` switches from the preset's discrete scale set (if
+    any) to a uniform range.
+    """
+    crop = tuple(crop_size) if crop_size is not None else preset.crop_size
+    if scale_range is not None:
+        resize = RandomResize(ratio_range=scale_range, base_size=preset.base_size)
+    else:
+        resize = RandomResize(ratio_range=preset.scale_range, scales=preset.scales,
+                              base_size=preset.base_size)
+    steps: list[Transform] = [
+        resize,
+        RandomCrop(crop, cat_max_ratio=preset.cat_max_ratio, ignore_index=preset.ignore_index),
+        RandomHorizontalFlip(0.5),
+    ]
+    if preset.photometric if photometric is None else photometric:
+        steps.append(PhotoMetricDistortion())
+    steps += [Normalize(input_norm), Pad(crop, ignore_index=preset.ignore_index), ToCHW()]
+    return Compose(steps)
+
+
+def build_eval_transform(preset: DatasetPreset, input_norm: InputNorm,
+                         test_size: tuple[int, int] | None = None) -> Compose:
+    """Evaluation pipeline: optional keep-ratio resize of the image (``test_size``
+    or the preset's), normalisation, CHW. The label keeps its original size;
+    sliding windows are evaluate.py's job."""
+    size = test_size if test_size is not None else preset.test_size
+    steps: list[Transform] = [Resize(size)] if size is not None else []
+    steps += [Normalize(input_norm), ToCHW()]
+    return Compose(steps)
