@@ -23,9 +23,17 @@ samples.
 How the epoch reaches worker processes: Jittor forks its workers once and
 sends them only the index list of each pass. Each index therefore encodes the
 epoch, ``index = epoch_code * num_samples + sample``, and ``__getitem__``
-decodes it. The epoch of a pass is fixed when the pass starts (``iter()``),
-not counted from Jittor's internal index-list calls (Jittor's worker path
-makes two of those per pass after the first, its single-process path one).
+decodes it. Each ``iter()`` is one epoch (``set_epoch`` jumps, e.g. on
+resume). Jittor's worker path prefetches the next pass's index list from
+inside the current pass, at a time that depends on worker timing, so the
+epoch of each list is tracked explicitly (see ``_get_index_list``); with its
+own shuffle generator the order would differ between ``num_workers=0`` and
+``num_workers>0``.
+
+Known upstream limitation: Jittor's workers claim a batch and then announce it
+in two separate critical sections, so under heavy CPU contention two
+consecutive batches can, rarely, arrive swapped. Their contents are not
+affected (each sample depends only on seed, epoch and index).
 """
 from __future__ import annotations
 
@@ -152,8 +160,11 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.ignore_index = ignore_index
         self.seed = seed
-        self.epoch = 0          # the epoch the next pass will use
-        self._pass_epoch = 0    # the epoch of the pass in progress
+        self.epoch = 0               # the epoch the next pass will use
+        self._pass_epoch = 0         # the epoch of the pass in progress
+        self._worker_epoch = 0       # the epoch of the index list the workers hold
+        self._top_call_pending = False
+        self._pass_completed = True
         self.set_attrs(total_len=len(self.samples))
 
     # ------------------------------------------------------------------ sizes and epochs
@@ -174,20 +185,45 @@ class SegmentationDataset(Dataset):
         if self.endless:
             raise ValueError(f"{type(self).__name__} does not support endless=True; "
                              "iterate it once per epoch instead")
-        self._pass_epoch = self.epoch
+        epoch = self.epoch
         self.epoch += 1
-        return super().__iter__()
+        # After a completed pass, the workers hold either the next pass's index
+        # list (prefetched) or the finished one (they prefetch at our first batch).
+        ready = self._pass_completed and (
+            self._worker_epoch == epoch
+            or (self._worker_epoch == self._pass_epoch and epoch == self._pass_epoch + 1))
+        if hasattr(self, "workers") and not ready:
+            # The workers hold batches of another pass (an abandoned pass, or a
+            # set_epoch jump): restart them rather than yield those.
+            self.reset()
+        self._pass_epoch = epoch
+        self._top_call_pending = True
+        self._pass_completed = False
+        yield from super().__iter__()
+        self._pass_completed = True
 
     def _get_index_list(self):
-        # Jittor shuffles with its own generator, advanced once per internal call;
-        # we hand it a precomputed order instead (through the ``sampler`` hook, so
-        # its MPI scatter still applies) and encode the epoch into each index.
+        # Jittor calls this once when a pass starts (the result is discarded when
+        # its workers already run) and, with workers, again from inside the pass
+        # as soon as all batches are claimed, to prefetch the *next* pass. Which
+        # pass a list is for is therefore tracked here, not counted from calls.
+        if self._top_call_pending:
+            self._top_call_pending = False
+            epoch = self._pass_epoch
+            if self.num_workers and not hasattr(self, "workers"):
+                self._worker_epoch = epoch
+        else:
+            self._worker_epoch += 1
+            epoch = self._worker_epoch
         n = self.num_samples
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self._pass_epoch]).permutation(n)
+            order = np.random.default_rng([self.seed, epoch]).permutation(n)
         else:
             order = np.arange(n)
-        code = self._pass_epoch % self._max_epoch_code()
+        # Jittor's own shuffle generator would differ between its worker and
+        # single-process paths; hand it this order through the ``sampler`` hook
+        # (its MPI scatter still applies) with the epoch encoded in each index.
+        code = epoch % self._max_epoch_code()
         self.sampler = (order + code * n).tolist()
         return super()._get_index_list()
 

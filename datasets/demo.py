@@ -178,7 +178,7 @@ def write_cityscapes(root: str, num_train: int = 150, num_val: int = 30, height:
             _save_label(os.path.join(root, lbl_rel), lut[cls])
             lines.append(f"{img_rel} {lbl_rel}\n")
         with open(os.path.join(root, f"{split}.lst"), "w") as f:
-            f.writelines(lines)
+            f.writelines(sorted(lines))  # sorted by city, like the official lists
         counts[split] = n
     return counts
 
