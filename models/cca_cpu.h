@@ -1,0 +1,197 @@
+// Criss-cross attention: CPU kernels (C++14, OpenMP, GCC vector extensions).
+//
+// Layout as in the official CCNet op. For one image, with q, k, v of shape
+// [C, H, W] and L = H + W - 1 attention positions per pixel (y, x):
+//   slot i < W        : the pixel (y, i) of the same row, the pixel itself included
+//   slot s(j, y) >= W : the pixel (j, x) of the same column, j != y, where
+//                       s(j, y) = W + j - (j > y)
+//
+// Forward and backward reduce to two primitives:
+//   weight(P, Q) -> E [L, H, W]
+//       E[i, y, x]       = sum_c P[c, y, x] * Q[c, y, i]
+//       E[s(j,y), y, x]  = sum_c P[c, y, x] * Q[c, j, x]
+//   map<false>(A, V) -> O [C, H, W]  (the aggregation "ca_map")
+//       O[c, y, x] = sum_i V[c, y, i] * A[i, y, x] + sum_{j!=y} V[c, j, x] * A[s(j,y), y, x]
+//   map<true>(A, V) -> O [C, H, W]   (its transpose, used by the backward passes)
+//       O[c, y, x] = sum_i V[c, y, i] * A[x, y, i] + sum_{j!=y} V[c, j, x] * A[s(y,j), j, x]
+// so that
+//   ca_weight:  E = weight(q, k);   dq = map<false>(dE, k);  dk = map<true>(dE, q)
+//   ca_map:     O = map<false>(A, v); dA = weight(dO, v);    dv = map<true>(A, dO)
+//
+// Every output element is written exactly once (no atomics, deterministic).
+// Loops: OpenMP over (image, block of rows); inside, register tiles of
+// [rows x channels] or [rows x positions] accumulators, each a SIMD vector
+// along the contiguous x axis.
+#pragma once
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace cca_cpu {
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+constexpr int kRowBlock = 4;   // rows of a tile
+constexpr int kColBlock = 4;   // channels (map) or positions (weight) of a tile
+#else
+constexpr int kVecBytes = 32;
+constexpr int kRowBlock = 3;
+constexpr int kColBlock = 4;
+#endif
+
+// A SIMD vector of T along x. FULL: the whole vector is inside the row
+// (constant-size copies, which compile to plain vector loads and let the
+// accumulators live in registers); otherwise only the first n lanes are.
+template <typename T, bool FULL>
+struct Lanes {
+  typedef T vec __attribute__((vector_size(kVecBytes)));
+  static constexpr int size = kVecBytes / (int)sizeof(T);
+  int n;
+  inline vec load(const T* p) const {
+    vec v = {};
+    std::memcpy(&v, p, (FULL ? size : n) * sizeof(T));
+    return v;
+  }
+  inline void store(T* p, const vec& v) const { std::memcpy(p, &v, (FULL ? size : n) * sizeof(T)); }
+};
+
+// Calls tile(lanes, x0) for vectors covering 0..W-1. When W is at least one
+// vector wide, the last vector is shifted left to end at W (overlapping the
+// previous one, which writes the same values) so that every vector is full.
+template <typename T, typename Tile>
+inline void for_each_vector(int W, Tile tile) {
+  const int VL = Lanes<T, true>::size;
+  if (W >= VL) {
+    for (int x0 = 0; x0 < W; x0 += VL) tile(Lanes<T, true>{VL}, std::min(x0, W - VL));
+  } else {
+    tile(Lanes<T, false>{W}, 0);
+  }
+}
+
+// Column slot of pixel (j, x) in the attention of pixel (y, x), j != y.
+static inline long long col_slot(int j, int y, int W) { return W + j - (j > y); }
+
+// E = weight(P, Q); P, Q: [B, C, H, W], E: [B, H+W-1, H, W].
+template <typename T>
+void weight(const T* P, const T* Q, T* E, int B, int C, int H, int W) {
+  const int YB = kRowBlock, JB = kColBlock;
+  const long long HW = (long long)H * W, L = H + W - 1;
+  const int nyb = (H + YB - 1) / YB;
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int b = 0; b < B; ++b)
+    for (int yb = 0; yb < nyb; ++yb) {
+      const T* Pb = P + b * C * HW;
+      const T* Qb = Q + b * C * HW;
+      T* Eb = E + b * L * HW;
+      int ys[YB];
+      for (int r = 0; r < YB; ++r) ys[r] = std::min(yb * YB + r, H - 1);  // clamped: extra rows are computed, not stored
+      const int ny = std::min(YB, H - yb * YB);
+      for_each_vector<T>(W, [&](auto lanes, int x0) {
+        typedef typename decltype(lanes)::vec vec;
+        // Column part: positions (j, x), j over all rows; j == y is not stored.
+        for (int j0 = 0; j0 < H; j0 += JB) {
+          int js[JB];
+          for (int t = 0; t < JB; ++t) js[t] = std::min(j0 + t, H - 1);
+          vec acc[YB][JB] = {};
+          for (int c = 0; c < C; ++c) {
+            vec p[YB], q[JB];
+            for (int r = 0; r < YB; ++r) p[r] = lanes.load(Pb + c * HW + ys[r] * W + x0);
+            for (int t = 0; t < JB; ++t) q[t] = lanes.load(Qb + c * HW + js[t] * W + x0);
+            for (int r = 0; r < YB; ++r)
+              for (int t = 0; t < JB; ++t) acc[r][t] += p[r] * q[t];
+          }
+          for (int r = 0; r < ny; ++r)
+            for (int t = 0; t < JB && j0 + t < H; ++t) {
+              const int y = ys[r], j = j0 + t;
+              if (j != y) lanes.store(Eb + col_slot(j, y, W) * HW + y * W + x0, acc[r][t]);
+            }
+        }
+        // Row part: positions (y, i), i over the whole row.
+        for (int i0 = 0; i0 < W; i0 += JB) {
+          int is[JB];
+          for (int t = 0; t < JB; ++t) is[t] = std::min(i0 + t, W - 1);
+          vec acc[YB][JB] = {};
+          for (int c = 0; c < C; ++c) {
+            for (int r = 0; r < YB; ++r) {
+              const vec p = lanes.load(Pb + c * HW + ys[r] * W + x0);
+              const T* qrow = Qb + c * HW + ys[r] * W;
+              for (int t = 0; t < JB; ++t) acc[r][t] += p * qrow[is[t]];
+            }
+          }
+          for (int r = 0; r < ny; ++r)
+            for (int t = 0; t < JB && i0 + t < W; ++t)
+              lanes.store(Eb + (i0 + t) * HW + ys[r] * W + x0, acc[r][t]);
+        }
+      });
+    }
+}
+
+// O = map<TRANSPOSED>(A, V); A: [B, H+W-1, H, W], V, O: [B, C, H, W].
+template <typename T, bool TRANSPOSED>
+void map(const T* A, const T* V, T* O, int B, int C, int H, int W) {
+  const int YB = kRowBlock, CB = kColBlock;
+  const long long HW = (long long)H * W, L = H + W - 1;
+  // Row part of A in [i, y, x] order: A itself, or for the transpose a copy
+  // with A[x, y, i] moved to [i, y, x], so that x stays the contiguous axis.
+  std::vector<T> transposed;
+  const T* R = A;
+  long long r_batch = L * HW;
+  if (TRANSPOSED) {
+    transposed.resize((size_t)B * W * HW);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; ++b)
+      for (int y = 0; y < H; ++y)
+        for (int i = 0; i < W; ++i)
+          for (int x = 0; x < W; ++x)
+            transposed[(size_t)b * W * HW + i * HW + y * W + x] = A[b * L * HW + x * HW + y * W + i];
+    R = transposed.data();
+    r_batch = W * HW;
+  }
+  const int nyb = (H + YB - 1) / YB;
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int b = 0; b < B; ++b)
+    for (int yb = 0; yb < nyb; ++yb) {
+      const T* Ab = A + b * L * HW;
+      const T* Rb = R + b * r_batch;
+      const T* Vb = V + b * C * HW;
+      T* Ob = O + b * C * HW;
+      int ys[YB];
+      for (int r = 0; r < YB; ++r) ys[r] = std::min(yb * YB + r, H - 1);
+      const int ny = std::min(YB, H - yb * YB);
+      // x outer, channels inner: the attention weights of this tile of rows
+      // stay in cache while all channels stream past them.
+      for_each_vector<T>(W, [&](auto lanes, int x0) {
+        typedef typename decltype(lanes)::vec vec;
+        for (int c0 = 0; c0 < C; c0 += CB) {
+          int cs[CB];
+          for (int t = 0; t < CB; ++t) cs[t] = std::min(c0 + t, C - 1);
+          vec acc[CB][YB] = {};
+          // Column part: pixels (j, x), j != y.
+          for (int j = 0; j < H; ++j) {
+            vec a[YB];
+            for (int r = 0; r < YB; ++r) {
+              const int y = ys[r];
+              const T* src = TRANSPOSED ? Ab + col_slot(y, j, W) * HW + j * W + x0
+                                        : Ab + col_slot(j, y, W) * HW + y * W + x0;
+              a[r] = j == y ? vec{} : lanes.load(src);
+            }
+            for (int t = 0; t < CB; ++t) {
+              const vec v = lanes.load(Vb + cs[t] * HW + j * W + x0);
+              for (int r = 0; r < YB; ++r) acc[t][r] += v * a[r];
+            }
+          }
+          // Row part: pixels (y, i).
+          for (int i = 0; i < W; ++i) {
+            for (int r = 0; r < YB; ++r) {
+              const vec a = lanes.load(Rb + i * HW + ys[r] * W + x0);
+              for (int t = 0; t < CB; ++t) acc[t][r] += a * Vb[cs[t] * HW + ys[r] * W + i];
+            }
+          }
+          for (int t = 0; t < CB && c0 + t < C; ++t)
+            for (int r = 0; r < ny; ++r) lanes.store(Ob + (c0 + t) * HW + ys[r] * W + x0, acc[t][r]);
+        }
+      });
+    }
+}
+
+}  // namespace cca_cpu

@@ -1,0 +1,264 @@
+"""Criss-cross attention op: kernels against a float64 numpy oracle of the
+official index formulas, the plain-Jittor reference, finite differences."""
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import jittor as jt
+
+from models.cca import CrissCrossAttention, ca_map, ca_weight, criss_cross_attention
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# [B, C, H, W]: H != W, H = 1, W = 1, B > 1, odd channel counts, and W above
+# one SIMD vector (16 floats / 8 doubles) with a ragged end.
+SHAPES = [(2, 3, 4, 5), (1, 5, 1, 6), (1, 3, 7, 1), (1, 2, 1, 1), (2, 9, 13, 20), (1, 3, 5, 37)]
+
+
+@pytest.fixture(autouse=True)
+def keep_float64():
+    old = jt.flags.auto_convert_64_to_32
+    jt.flags.auto_convert_64_to_32 = 0
+    yield
+    jt.flags.auto_convert_64_to_32 = old
+
+
+# -- float64 numpy oracle, written from the official kernel's index formulas --
+
+def np_ca_weight(q, k):
+    B, C, H, W = q.shape
+    e = np.zeros((B, H + W - 1, H, W))
+    for y in range(H):
+        for x in range(W):
+            for i in range(W):
+                e[:, i, y, x] = (q[:, :, y, x] * k[:, :, y, i]).sum(1)
+            for t in range(H - 1):
+                j = t if t < y else t + 1
+                e[:, W + t, y, x] = (q[:, :, y, x] * k[:, :, j, x]).sum(1)
+    return e
+
+
+def np_ca_map(a, v):
+    B, C, H, W = v.shape
+    out = np.zeros_like(v)
+    for y in range(H):
+        for x in range(W):
+            for i in range(W):
+                out[:, :, y, x] += v[:, :, y, i] * a[:, i, y, x][:, None]
+            for t in range(H - 1):
+                j = t if t < y else t + 1
+                out[:, :, y, x] += v[:, :, j, x] * a[:, W + t, y, x][:, None]
+    return out
+
+
+def np_softmax(e, axis):
+    e = e - e.max(axis=axis, keepdims=True)
+    p = np.exp(e)
+    return p / p.sum(axis=axis, keepdims=True)
+
+
+def inputs(shape, seed=0, dtype=np.float64, value_channels=None):
+    B, C, H, W = shape
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((B, C, H, W)).astype(dtype)
+    k = rng.standard_normal((B, C, H, W)).astype(dtype)
+    v = rng.standard_normal((B, value_channels or 2 * C + 1, H, W)).astype(dtype)
+    return q, k, v
+
+
+# -- forward ------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_numpy_and_reference(shape):
+    q, k, v = inputs(shape)
+    e_np = np_ca_weight(q, k)
+    a_np = np_softmax(e_np, axis=1)
+    out_np = np_ca_map(a_np, v)
+    jq, jk, jv, ja = jt.array(q), jt.array(k), jt.array(v), jt.array(a_np)
+    for impl in ("kernel", "reference"):
+        np.testing.assert_allclose(ca_weight(jq, jk, impl=impl).numpy(), e_np, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ca_map(ja, jv, impl=impl).numpy(), out_np, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(criss_cross_attention(jq, jk, jv, impl=impl).numpy(), out_np,
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 13, 20), (1, 3, 5, 37), (1, 4, 17, 3)])
+def test_forward_float32_kernel_matches_reference(shape):
+    q, k, v = inputs(shape, seed=1, dtype=np.float32)
+    jq, jk, jv = jt.array(q), jt.array(k), jt.array(v)
+    e_kernel = ca_weight(jq, jk)
+    assert e_kernel.dtype == "float32"
+    np.testing.assert_allclose(e_kernel.numpy(), ca_weight(jq, jk, impl="reference").numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(criss_cross_attention(jq, jk, jv).numpy(),
+                               criss_cross_attention(jq, jk, jv, impl="reference").numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(e_kernel.numpy(), np_ca_weight(q.astype(np.float64), k.astype(np.float64)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_self_counted_once():
+    """All keys equal: every pixel's H + W - 1 energies are equal, so each weight is 1/(H+W-1)."""
+    B, C, H, W = 2, 4, 6, 9
+    q, _, v = inputs((B, C, H, W), seed=2)
+    k = np.broadcast_to(np.arange(1.0, C + 1)[None, :, None, None], (B, C, H, W)).copy()
+    attention = jt.nn.softmax(ca_weight(jt.array(q), jt.array(k)), dim=1).numpy()
+    np.testing.assert_allclose(attention, 1.0 / (H + W - 1), rtol=1e-12)
+    # The output is then the plain mean over row + column, the pixel itself once.
+    expected = (v.sum(3, keepdims=True) + v.sum(2, keepdims=True) - v) / (H + W - 1)
+    for impl in ("kernel", "reference"):
+        out = criss_cross_attention(jt.array(q), jt.array(k), jt.array(v), impl=impl).numpy()
+        np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["kernel", "reference"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_logits_are_finite(impl, dtype):
+    q, k, v = inputs((1, 4, 5, 7), seed=3, dtype=dtype)
+    jq, jk, jv = jt.array(q * 100), jt.array(k * 100), jt.array(v)  # energies ~1e4
+    out = criss_cross_attention(jq, jk, jv, impl=impl)
+    grads = jt.grad(out.sum(), [jq, jk, jv])
+    assert np.abs(ca_weight(jq, jk).numpy()).max() > 1e3
+    assert np.isfinite(out.numpy()).all()
+    assert all(np.isfinite(g.numpy()).all() for g in grads)
+
+
+# -- backward -----------------------------------------------------------------
+
+def numeric_grad(f, arrays, index, eps=1e-6):
+    """Central finite differences of the scalar f(*arrays) with respect to arrays[index]."""
+    x = arrays[index]
+    grad = np.zeros_like(x)
+    for pos in np.ndindex(*x.shape):
+        saved = x[pos]
+        x[pos] = saved + eps
+        plus = f(*arrays)
+        x[pos] = saved - eps
+        minus = f(*arrays)
+        x[pos] = saved
+        grad[pos] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 3, 4), (2, 3, 1, 3), (1, 2, 4, 1)])
+def test_gradients_match_finite_differences(shape):
+    q, k, v = inputs(shape, seed=4, value_channels=3)
+    B, C, H, W = shape
+    rng = np.random.default_rng(5)
+    w_e = rng.standard_normal((B, H + W - 1, H, W))
+    w_o = rng.standard_normal(v.shape)
+    a = np_softmax(rng.standard_normal((B, H + W - 1, H, W)), axis=1)
+
+    def weight_loss(q_, k_):
+        return float((ca_weight(jt.array(q_), jt.array(k_)) * jt.array(w_e)).sum().item())
+
+    def map_loss(a_, v_):
+        return float((ca_map(jt.array(a_), jt.array(v_)) * jt.array(w_o)).sum().item())
+
+    def full_loss(q_, k_, v_):
+        return float((criss_cross_attention(jt.array(q_), jt.array(k_), jt.array(v_)) * jt.array(w_o)).sum().item())
+
+    jq, jk, jv, ja = jt.array(q), jt.array(k), jt.array(v), jt.array(a)
+    dq, dk = jt.grad((ca_weight(jq, jk) * jt.array(w_e)).sum(), [jq, jk])
+    da, dv = jt.grad((ca_map(ja, jv) * jt.array(w_o)).sum(), [ja, jv])
+    fq, fk, fv = jt.grad((criss_cross_attention(jq, jk, jv) * jt.array(w_o)).sum(), [jq, jk, jv])
+    tol = dict(rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dq.numpy(), numeric_grad(weight_loss, [q, k], 0), **tol)
+    np.testing.assert_allclose(dk.numpy(), numeric_grad(weight_loss, [q, k], 1), **tol)
+    np.testing.assert_allclose(da.numpy(), numeric_grad(map_loss, [a, v], 0), **tol)
+    np.testing.assert_allclose(dv.numpy(), numeric_grad(map_loss, [a, v], 1), **tol)
+    for got, index in ((fq, 0), (fk, 1), (fv, 2)):
+        np.testing.assert_allclose(got.numpy(), numeric_grad(full_loss, [q, k, v], index), **tol)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 6, 9), (1, 3, 11, 19), (2, 4, 1, 17)])
+def test_gradients_match_reference_autograd_float32(shape):
+    q, k, v = inputs(shape, seed=6, dtype=np.float32)
+    w = np.random.default_rng(7).standard_normal(v.shape).astype(np.float32)
+    grads = {}
+    for impl in ("kernel", "reference"):
+        jq, jk, jv = jt.array(q), jt.array(k), jt.array(v)
+        out = criss_cross_attention(jq, jk, jv, impl=impl)
+        grads[impl] = [g.numpy() for g in jt.grad((out * jt.array(w)).sum(), [jq, jk, jv])]
+    for got, want in zip(grads["kernel"], grads["reference"]):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# -- module and errors ----------------------------------------------------------
+
+def test_module_matches_reference_and_starts_as_identity():
+    jt.set_global_seed(0)
+    x = jt.array(np.random.default_rng(8).standard_normal((2, 16, 7, 10)).astype(np.float32))
+    module = CrissCrossAttention(16)
+    assert sorted(module.state_dict()) == sorted([
+        "gamma", "query_conv.weight", "query_conv.bias", "key_conv.weight", "key_conv.bias",
+        "value_conv.weight", "value_conv.bias"])
+    assert list(module.query_conv.weight.shape) == [2, 16, 1, 1]
+    np.testing.assert_array_equal(module(x).numpy(), x.numpy())  # gamma = 0
+    module.gamma.assign(jt.array([0.7]))
+    out = module(x).numpy()
+    module.impl = "reference"
+    np.testing.assert_allclose(out, module(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert np.abs(out - x.numpy()).max() > 1e-2
+
+
+def test_clear_errors():
+    q = jt.zeros((2, 4, 5, 6))
+    with pytest.raises(ValueError, match="same shape"):
+        ca_weight(q, jt.zeros((2, 4, 5, 7)))
+    with pytest.raises(TypeError, match="same dtype"):
+        ca_weight(q, jt.zeros((2, 4, 5, 6), dtype="float64"))
+    with pytest.raises(ValueError, match="4-D"):
+        ca_weight(jt.zeros((4, 5, 6)), jt.zeros((4, 5, 6)))
+    with pytest.raises(ValueError, match="batch sizes"):
+        ca_map(jt.zeros((2, 10, 5, 6)), jt.zeros((3, 8, 5, 6)))
+    with pytest.raises(ValueError, match=r"H\+W-1"):
+        ca_map(jt.zeros((2, 11, 5, 6)), jt.zeros((2, 8, 5, 6)))
+    with pytest.raises(ValueError, match="spatial size"):
+        criss_cross_attention(q, q, jt.zeros((2, 8, 5, 7)))
+    with pytest.raises(ValueError, match="impl"):
+        ca_weight(q, q, impl="cuda")
+    with pytest.raises(TypeError, match="float16"):
+        ca_weight(jt.zeros((1, 2, 3, 4), dtype="int32"), jt.zeros((1, 2, 3, 4), dtype="int32"))
+    with pytest.raises(TypeError, match="CPU kernel"):
+        ca_weight(q.float16(), q.float16())
+    with pytest.raises(ValueError, match="at least 8"):
+        CrissCrossAttention(4)
+
+
+# -- CUDA source ----------------------------------------------------------------
+
+CUDA_CHECK = r"""
+#include "cca_cuda.cuh"
+template void cca_cuda::cca_weight_cuda<float>(const float*, const float*, float*, int, int, int, int, cudaStream_t);
+template void cca_cuda::cca_weight_cuda<__half>(const __half*, const __half*, __half*, int, int, int, int, cudaStream_t);
+template void cca_cuda::cca_weight_cuda<double>(const double*, const double*, double*, int, int, int, int, cudaStream_t);
+template void cca_cuda::cca_map_cuda<float, false>(const float*, const float*, float*, int, int, int, int, cudaStream_t);
+template void cca_cuda::cca_map_cuda<float, true>(const float*, const float*, float*, int, int, int, int, cudaStream_t);
+template void cca_cuda::cca_map_cuda<__half, false>(const __half*, const __half*, __half*, int, int, int, int, cudaStream_t);
+template void cca_cuda::cca_map_cuda<__half, true>(const __half*, const __half*, __half*, int, int, int, int, cudaStream_t);
+template void cca_cuda::cca_map_cuda<double, true>(const double*, const double*, double*, int, int, int, int, cudaStream_t);
+"""
+
+
+def _nvcc():
+    return shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+
+
+@pytest.mark.parametrize("arch", ["sm_70", "sm_90"])
+def test_cuda_source_compiles_with_nvcc(arch, tmp_path):
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    listed = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True).stdout.split()
+    if "compute_" + arch[3:] not in listed:
+        pytest.skip(f"this nvcc ({nvcc}) cannot target {arch}; it lists {' '.join(listed)}")
+    src = tmp_path / "check.cu"
+    src.write_text(CUDA_CHECK)
+    cmd = [nvcc, "-std=c++14", f"-arch={arch}", "-I", os.path.join(ROOT, "models"), "-c", str(src),
+           "-o", str(tmp_path / "check.o")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "check.o").stat().st_size > 0
