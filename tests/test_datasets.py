@@ -400,6 +400,40 @@ def test_worker_processes_give_the_same_batches(demo_root):
         np.testing.assert_array_equal(la, lb)
 
 
+def test_mpi_sharding_splits_each_global_batch(demo_root, monkeypatch):
+    """Under MPI each rank gets its slice of every global batch, augmented identically."""
+    import jittor as jt
+    import jittor.dataset.dataset as jd
+
+    def make():
+        return build_dataset("demo", demo_root, train=True, input_norm=CAFFE_BGR, batch_size=4,
+                             crop_size=(16, 16))
+    full = _collect(make(), 2)
+
+    class FakeMPI:
+        def __init__(self, rank):
+            self.rank = rank
+
+        def world_size(self):
+            return 2
+
+        def world_rank(self):
+            return self.rank
+
+    monkeypatch.setattr(jt, "in_mpi", True, raising=False)
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(jd, "mpi", FakeMPI(rank))
+        ds = make()
+        shards.append(_collect(ds, 2))
+        assert len(ds) == 2  # batches per rank: 10 samples, global batch 4, drop_last
+    assert len(full) == len(shards[0]) == len(shards[1]) == 4
+    for (image, label, names), r0, r1 in zip(full, *shards):
+        assert r0[2] + r1[2] == names
+        np.testing.assert_array_equal(np.concatenate([r0[0], r1[0]]), image)
+        np.testing.assert_array_equal(np.concatenate([r0[1], r1[1]]), label)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 def test_missing_or_misnamed_folders_show_the_layout(tmp_path):
