@@ -48,14 +48,15 @@ EPILOG = """\
 input files
   PyTorch checkpoints written by torch.save, in the zip format (PyTorch >= 1.6)
   or the legacy format (_use_new_zipfile_serialization=False, PyTorch < 1.6),
-  named .pth, .pt, .pth.tar or anything else. torch is not needed. Plain state
-  dicts and wrapped ones ({'state_dict': ...}, {'model': ...}, a 'module.'
-  prefix) are accepted; keys under 'backbone.' are used when nothing else fits.
+  named .pth, .pt, .pth.tar, .bin or anything else, and HuggingFace
+  .safetensors files. torch is not needed. Plain state dicts and wrapped ones
+  ({'state_dict': ...}, {'model': ...}, a 'module.' prefix) are accepted; keys
+  under 'backbone.' are used when nothing else fits (or pass --prefix).
 
 source layouts (--from; detected from the keys when omitted)
 """ + "".join(f"  {name:<20s}{text}\n" for name, text in LAYOUTS.items()) + """
 architectures (--arch; inferred from the tensor shapes when omitted)
-  resnet50, resnet101 (Bottleneck ResNets; the stem follows the layout:
+  resnet50, resnet101, resnet152 (Bottleneck ResNets; the stem follows the layout:
   resnet_deep -> stem "deep", resnet_v1c -> "v1c", resnet_torchvision ->
   "torchvision"), van_b0 .. van_b6 (legacy names van_tiny, van_small,
   van_base, van_large are accepted).
@@ -121,6 +122,8 @@ def convert_file(src: str, output: Optional[str] = None, arch: Optional[str] = N
     its layout is unknown, or it does not fit the architecture.
     """
     arch = _normalise_arch(arch)
+    if output is not None and not output.endswith(".pkl"):
+        raise ConversionError(f"the output must be a .pkl file (a Jittor pickle), got {output!r}")
     if layout is not None and layout not in LAYOUTS:
         raise ConversionError(f"unknown --from {layout!r}; choose one of {', '.join(LAYOUTS)}")
     try:
@@ -192,13 +195,18 @@ def convert_file(src: str, output: Optional[str] = None, arch: Optional[str] = N
         lines.append(f"  Check --arch and --from (the keys look like layout {detected or 'unknown'}).")
         raise ConversionError("\n".join(lines))
 
-    state_dict = {}
+    state_dict, cast = {}, Counter()
     for k, v in result.state_dict.items():
         v = np.asarray(v)
-        state_dict[k] = v.astype(np.float32) if v.dtype.kind == "f" and v.dtype != np.float32 else v
+        if v.dtype != np.float32:  # the Jittor model is float32 throughout
+            cast[str(v.dtype)] += 1
+            v = v.astype(np.float32)
+        state_dict[k] = v
 
     log(f"converted {len(state_dict)} tensors ({len(result.renamed)} renamed), "
         f"skipped {len(result.skipped)}, missing 0")
+    for dtype, count in cast.items():
+        log(f"  cast {count} {dtype} tensors to float32")
     for reason, count in Counter(result.skipped.values()).items():
         examples = [k for k, r in result.skipped.items() if r == reason][:3]
         log(f"  skipped {count}: {reason} (e.g. {', '.join(examples)})")
@@ -233,11 +241,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Convert a PyTorch ImageNet checkpoint (ResNet or VAN) into Jittor backbone "
                     "weights, without torch.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="PyTorch checkpoint (.pth, .pt, .pth.tar; zip or legacy format)")
+    parser.add_argument("src", help="PyTorch checkpoint (.pth, .pt, .pth.tar, .bin; zip or legacy format) "
+                                    "or .safetensors file")
     parser.add_argument("-o", "--output", default=None,
                         help="output .pkl (default: pretrained/<arch>_<stem>.pkl or pretrained/<arch>.pkl)")
     parser.add_argument("--arch", default=None,
-                        help="target architecture (resnet50, resnet101, van_b0..van_b6); inferred if omitted")
+                        help="target architecture (resnet50, resnet101, resnet152, van_b0..van_b6; "
+                             "legacy van_tiny..van_large); inferred if omitted")
     parser.add_argument("--from", dest="layout", default=None, choices=sorted(LAYOUTS),
                         help="source layout; detected from the keys if omitted")
     parser.add_argument("--prefix", default=None,

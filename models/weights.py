@@ -111,7 +111,8 @@ def load_state_dict_strict(model: jt.nn.Module, state_dict_or_path: Union[str, M
     Args:
         model: the Jittor module.
         state_dict_or_path: a ``{name: array}`` mapping (numpy, jt.Var or torch
-            tensors) or a path (see :func:`read_weights`).
+            tensors), a loaded weights file ``{"state_dict": ..., "meta": ...}``,
+            or a path (see :func:`read_weights`).
         strict: raise :class:`WeightLoadError` (and load nothing) if any key is
             missing, unexpected or has the wrong shape. With ``strict=False``
             the matching tensors are loaded and the problems printed to stderr.
@@ -126,6 +127,10 @@ def load_state_dict_strict(model: jt.nn.Module, state_dict_or_path: Union[str, M
     if isinstance(state_dict_or_path, str):
         where = state_dict_or_path
         state_dict, meta = read_weights(state_dict_or_path)
+        _check_meta(model, meta, where)
+    elif "state_dict" in state_dict_or_path and isinstance(state_dict_or_path["state_dict"], Mapping):
+        state_dict = dict(state_dict_or_path["state_dict"])  # a loaded weights file: {"state_dict", "meta"}
+        meta = dict(state_dict_or_path.get("meta", {}) or {})
         _check_meta(model, meta, where)
     else:
         state_dict = dict(state_dict_or_path)

@@ -229,7 +229,7 @@ def convert_resnet(sd: Mapping[str, np.ndarray], layout: str = "resnet_deep") ->
     for key, value in sd.items():
         reason = _common_skip(key)
         if reason is None and key.startswith(("fc.", "head.", "neck.")):
-            reason = "ImageNet classifier head (not part of the backbone)"
+            reason = "classifier/head (not part of the backbone)"
         if reason:
             res.skipped[key] = reason
         else:

@@ -20,11 +20,13 @@ foreign code runs. Tensors come back as ``numpy`` arrays with their exact
 dtype and shape (0-d tensors stay 0-d; ``bfloat16`` is widened to float32);
 views sharing one storage are rebuilt from (offset, size, stride).
 
-The pre-1.0 tar format is recognised and refused.
+The pre-1.0 tar format is recognised and refused. HuggingFace ``.safetensors``
+files (an 8-byte header length, a JSON header, raw tensor bytes) are read too.
 """
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import struct
@@ -246,14 +248,24 @@ def _materialize(obj: Any, memo: dict[int, Any]) -> Any:
     return out
 
 
+_SAFETENSORS_DTYPES: dict[str, Any] = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bfloat16", "I64": np.int64,
+    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+
+
 def checkpoint_format(path: str) -> str:
-    """``"zip"``, ``"legacy"`` or ``"tar"`` (pre-1.0); raises CheckpointFormatError otherwise."""
+    """``"zip"``, ``"legacy"``, ``"safetensors"`` or ``"tar"`` (pre-1.0); raises CheckpointFormatError otherwise."""
     if not os.path.isfile(path):
         raise CheckpointFormatError(f"{path}: no such file")
     if zipfile.is_zipfile(path):
         return "zip"
     with open(path, "rb") as f:
         head = f.read(16)
+    if len(head) >= 9 and head[8:9] == b"{":
+        (n,) = struct.unpack("<Q", head[:8])
+        if 2 <= n <= os.path.getsize(path) - 8:
+            return "safetensors"
     if head[:1] == b"\x80":  # pickle protocol >= 2
         try:
             with open(path, "rb") as f:
@@ -330,8 +342,28 @@ def _read_legacy(path: str) -> Any:
     return _materialize(obj, {})
 
 
+def _read_safetensors(path: str) -> "OrderedDict[str, np.ndarray]":
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n).decode("utf-8"))
+        data = f.read()
+    out: "OrderedDict[str, np.ndarray]" = OrderedDict()
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise CheckpointFormatError(f"{path}: unsupported safetensors dtype {info['dtype']} ({name})")
+        begin, end = info["data_offsets"]
+        if end > len(data):
+            raise CheckpointFormatError(f"{path}: truncated safetensors file ({name})")
+        storage = _Storage(_SAFETENSORS_DTYPES[info["dtype"]], 0)
+        storage.set_bytes(data[begin:end])
+        out[name] = np.array(storage.array.reshape(tuple(info["shape"])))
+    return out
+
+
 def read_torch_checkpoint(path: str) -> Any:
-    """Loads a ``torch.save`` file (zip or legacy format) with tensors as numpy arrays.
+    """Loads a ``torch.save`` file (zip or legacy format) or a ``.safetensors`` file, tensors as numpy arrays.
 
     Containers (dict, OrderedDict, list, tuple) are kept; objects of other
     classes become inert placeholders. Raises :class:`CheckpointFormatError`
@@ -343,9 +375,12 @@ def read_torch_checkpoint(path: str) -> Any:
             return _read_zip(path)
         if fmt == "legacy":
             return _read_legacy(path)
+        if fmt == "safetensors":
+            return _read_safetensors(path)
     except CheckpointFormatError:
         raise
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, ValueError, KeyError) as e:
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, ValueError, KeyError,
+            TypeError, UnicodeDecodeError) as e:
         raise CheckpointFormatError(f"{path}: damaged or unsupported torch file ({type(e).__name__}: {e})") from e
     raise CheckpointFormatError(
         f"{path}: pre-1.0 PyTorch tar format; re-save it with a recent PyTorch "

@@ -534,6 +534,39 @@ def test_parity_van_b0_huggingface(tmp_path):
     assert_close(torch_outputs(ref, x), jittor_outputs(model, x))
 
 
+def write_safetensors(path, state_dict):
+    """Minimal safetensors writer (the format: u64 header length, JSON header, raw bytes)."""
+    import json
+    import struct
+    codes = {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64", torch.bfloat16: "BF16"}
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, t in state_dict.items():
+        raw = t.contiguous().view(torch.uint8).numpy().tobytes() if t.dtype == torch.bfloat16 \
+            else t.contiguous().numpy().tobytes()
+        header[name] = {"dtype": codes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+def test_huggingface_safetensors_matches_bin(tmp_path):
+    import jittor as jt
+    ref = randomize(HFVanForImageClassification((32, 64, 160, 256), (3, 3, 5, 2)), 7)
+    sd = ref.state_dict()
+    sd["van.encoder.stages.0.layers.0.mlp_scaling.weight"] = sd["van.encoder.stages.0.layers.0.mlp_scaling.weight"].half()
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    write_safetensors(tmp_path / "model.safetensors", sd)
+    a = jt.load(convert(tmp_path / "pytorch_model.bin", tmp_path / "a.pkl"))
+    b = jt.load(convert(tmp_path / "model.safetensors", tmp_path / "b.pkl"))
+    assert a["meta"]["layout"] == b["meta"]["layout"] == "van_hf" and a["meta"]["arch"] == "van_b0"
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert a["state_dict"][k].dtype == np.float32
+        assert np.array_equal(a["state_dict"][k], b["state_dict"][k]), k
+
+
 def test_huggingface_mapping_covers_every_key():
     """VanModel (no 'van.' prefix) maps onto exactly the official VAN-B1 keys."""
     hf = HFVanModel((64, 128, 320, 512), (2, 2, 4, 2))
@@ -587,6 +620,10 @@ def test_refuses_non_checkpoints(tmp_path, capsys):
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
     _assert_refused(capsys, tmp_path, [text], "not a PyTorch checkpoint")
+    truncated = tmp_path / "truncated.pth"
+    torch.save({"w": torch.zeros(100)}, truncated, _use_new_zipfile_serialization=False)
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    _assert_refused(capsys, tmp_path, [truncated], "truncated")
     empty = tmp_path / "empty.pt"
     torch.save({"epoch": 3, "args": argparse.Namespace(a=1)}, empty)
     _assert_refused(capsys, tmp_path, [empty], "no tensors found")
