@@ -158,7 +158,8 @@ def convert_file(src: str, output: Optional[str] = None, arch: Optional[str] = N
         layout = detected
         log(f"  layout: {layout} (detected{', under ' + repr(prefix) if prefix else ''})")
     else:
-        log(f"  layout: {layout} (--from{'; the keys look like ' + detected if detected and detected != layout else ''})")
+        looks = f"; the keys look like {detected}" if detected and detected != layout else ""
+        log(f"  layout: {layout} (--from{looks})")
     family = "resnet" if layout.startswith("resnet") else "van"
     hint = ""
     if detected is not None and detected != layout:

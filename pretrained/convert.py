@@ -52,7 +52,9 @@ __all__ = [
     "convert_van_hf",
     "convert_backbone",
     "compare_with_model",
+    "describe_arch",
     "default_output_name",
+    "RESNET_LAYOUT_STEM",
     "save_weights",
 ]
 
@@ -310,13 +312,19 @@ def convert_van_hf(sd: Mapping[str, np.ndarray]) -> ConversionResult:
     return res
 
 
-def convert_backbone(sd: Mapping[str, np.ndarray], layout: str, prefix: str = "") -> ConversionResult:
+def convert_backbone(sd: Mapping[str, np.ndarray], layout: str, prefix: str = "",
+                     exclude: tuple[str, ...] = ()) -> ConversionResult:
     """Converts the backbone part of ``sd`` (the keys under ``prefix``) from ``layout``.
 
-    Keys outside ``prefix`` are returned as skipped, so a whole segmentation
-    checkpoint (``backbone.*`` + ``decode_head.*``...) can be converted piecewise.
+    Keys outside ``prefix``, and keys starting with one of ``exclude``, are
+    returned as skipped, so a whole segmentation checkpoint can be converted
+    piecewise: mmseg ``prefix="backbone."`` (``decode_head.*``/``auxiliary_head.*``
+    left over), official CCNet ``exclude=("head.", "dsn.")``.
     """
     inner, outside = strip_prefix(sd, prefix)
+    for key in [k for k in inner if k.startswith(exclude)] if exclude else []:
+        del inner[key]
+        outside[prefix + key] = "not part of the backbone"
     if layout in RESNET_LAYOUT_STEM:
         res = convert_resnet(inner, layout)
     elif layout == "van_official":
@@ -328,7 +336,7 @@ def convert_backbone(sd: Mapping[str, np.ndarray], layout: str, prefix: str = ""
     if prefix:
         res.skipped = {prefix + k: v for k, v in res.skipped.items()}
         res.renamed = {k: prefix + v for k, v in res.renamed.items()}
-        res.skipped.update(outside)
+    res.skipped.update(outside)
     return res
 
 

@@ -8,7 +8,7 @@ import pytest
 import jittor as jt
 
 from models.input_norm import CAFFE_BGR, IMAGENET_RGB
-from models.resnet import ResNet, resnet50, resnet101
+from models.resnet import resnet50, resnet101
 from models.van import VAN, DropPath, build_van, van_b0, van_b1, van_b2, van_b3
 from models.weights import WeightLoadError, load_state_dict_strict
 from pretrained.convert import save_weights
@@ -254,7 +254,8 @@ def test_pretrained_file_roundtrip_and_arch_check(tmp_path):
     model = van_b0(pretrained=path)
     np.testing.assert_array_equal(model.block2[1].layer_scale_1.numpy(), src.block2[1].layer_scale_1.numpy())
     other = str(tmp_path / "r50.pkl")
-    save_weights(other, {"conv1.weight": np.zeros((64, 3, 7, 7), np.float32)}, {"arch": "resnet50", "stem": "torchvision"})
+    save_weights(other, {"conv1.weight": np.zeros((64, 3, 7, 7), np.float32)},
+                 {"arch": "resnet50", "stem": "torchvision"})
     with pytest.raises(WeightLoadError, match="stem='torchvision'"):
         resnet50(stem="deep", pretrained=other)
     with pytest.raises(WeightLoadError, match="resnet50 weights but the model is van_b0"):

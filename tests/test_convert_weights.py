@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import convert_weights
-from pretrained.convert import convert_van_hf, detect_layout, save_weights
+from pretrained.convert import convert_backbone, convert_van_hf, detect_layout, save_weights
 from pretrained.torch_reader import CheckpointFormatError, read_torch_checkpoint
 
 torch = pytest.importorskip("torch", reason="the PyTorch CPU build is the parity reference (pip install torch)")
@@ -555,7 +555,8 @@ def test_huggingface_safetensors_matches_bin(tmp_path):
     import jittor as jt
     ref = randomize(HFVanForImageClassification((32, 64, 160, 256), (3, 3, 5, 2)), 7)
     sd = ref.state_dict()
-    sd["van.encoder.stages.0.layers.0.mlp_scaling.weight"] = sd["van.encoder.stages.0.layers.0.mlp_scaling.weight"].half()
+    key = "van.encoder.stages.0.layers.0.mlp_scaling.weight"
+    sd[key] = sd[key].half()  # a float16 tensor: converted to float32 either way
     torch.save(sd, tmp_path / "pytorch_model.bin")
     write_safetensors(tmp_path / "model.safetensors", sd)
     a = jt.load(convert(tmp_path / "pytorch_model.bin", tmp_path / "a.pkl"))
@@ -577,6 +578,21 @@ def test_huggingface_mapping_covers_every_key():
     want = {k for k in official.state_dict() if not k.startswith("head.") and "num_batches_tracked" not in k}
     assert set(res.state_dict) == want
     assert set(res.skipped) == {k for k in sd if "num_batches_tracked" in k or k.startswith("layernorm.")}
+
+
+def test_convert_backbone_of_whole_segmentation_checkpoints():
+    """Whole-model checkpoints convert piecewise: official CCNet (head.*/dsn.*) and mmseg (backbone.*)."""
+    backbone = {k: v.numpy() for k, v in official_ccnet_resnet((3, 4, 6, 3)).state_dict().items()
+                if not k.startswith("fc.")}
+    heads = {"head.cca.gamma": np.zeros(1, np.float32), "dsn.0.weight": np.zeros((512, 1024, 3, 3), np.float32)}
+    res = convert_backbone({**backbone, **heads}, "resnet_deep", exclude=("head.", "dsn."))
+    assert set(res.state_dict) == {k for k in backbone if not k.endswith("num_batches_tracked")}
+    assert res.skipped["dsn.0.weight"] == "not part of the backbone"
+    mmseg = {"backbone." + k: v for k, v in backbone.items()}
+    mmseg["decode_head.conv_seg.weight"] = np.zeros((19, 512, 1, 1), np.float32)
+    res = convert_backbone(mmseg, "resnet_deep", prefix="backbone.")
+    assert set(res.state_dict) == {k for k in backbone if not k.endswith("num_batches_tracked")}
+    assert "decode_head.conv_seg.weight" in res.skipped
 
 
 # ----------------------------------------------------------------------------- refusals
