@@ -29,14 +29,20 @@
 
 namespace cca_cpu {
 
+constexpr int kChannelGroup = 16;  // map: channels of V kept in L2 by one task
+constexpr int kRowGroup = 6;       // row tiles per task
+
+// Register tiles: rows x channels (map) or rows x positions (weight)
+// accumulators, each one vector; sized to the vector register file
+// (32 registers with AVX-512, 16 with AVX2).
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
-constexpr int kRowBlock = 4;   // rows of a tile
-constexpr int kColBlock = 4;   // channels (map) or positions (weight) of a tile
+constexpr int kMapRows = 4, kMapChannels = 4;
+constexpr int kWeightRows = 4, kWeightPositions = 6;
 #else
 constexpr int kVecBytes = 32;
-constexpr int kRowBlock = 3;
-constexpr int kColBlock = 4;
+constexpr int kMapRows = 3, kMapChannels = 3;
+constexpr int kWeightRows = 3, kWeightPositions = 3;
 #endif
 
 // A SIMD vector of T along x. FULL: the whole vector is inside the row
@@ -74,53 +80,62 @@ static inline long long col_slot(int j, int y, int W) { return W + j - (j > y); 
 // E = weight(P, Q); P, Q: [B, C, H, W], E: [B, H+W-1, H, W].
 template <typename T>
 void weight(const T* P, const T* Q, T* E, int B, int C, int H, int W) {
-  const int YB = kRowBlock, JB = kColBlock;
+  const int YB = kWeightRows, JB = kWeightPositions;
   const long long HW = (long long)H * W, L = H + W - 1;
-  const int nyb = (H + YB - 1) / YB;
+  // Tasks: (image, group of rows). Within a task, one vector of x at a time:
+  // the group's P and the current block of Q positions stay in L2 while the
+  // row tiles of the group reuse them.
+  const int YG = kRowGroup * YB, nyg = (H + YG - 1) / YG;
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int b = 0; b < B; ++b)
-    for (int yb = 0; yb < nyb; ++yb) {
+    for (int yg = 0; yg < nyg; ++yg) {
       const T* Pb = P + b * C * HW;
       const T* Qb = Q + b * C * HW;
       T* Eb = E + b * L * HW;
-      int ys[YB];
-      for (int r = 0; r < YB; ++r) ys[r] = std::min(yb * YB + r, H - 1);  // clamped: extra rows are computed, not stored
-      const int ny = std::min(YB, H - yb * YB);
+      const int y_end = std::min(H, (yg + 1) * YG);
       for_each_vector<T>(W, [&](auto lanes, int x0) {
         typedef typename decltype(lanes)::vec vec;
         // Column part: positions (j, x), j over all rows; j == y is not stored.
         for (int j0 = 0; j0 < H; j0 += JB) {
           int js[JB];
           for (int t = 0; t < JB; ++t) js[t] = std::min(j0 + t, H - 1);
-          vec acc[YB][JB] = {};
-          for (int c = 0; c < C; ++c) {
-            vec p[YB], q[JB];
-            for (int r = 0; r < YB; ++r) p[r] = lanes.load(Pb + c * HW + ys[r] * W + x0);
-            for (int t = 0; t < JB; ++t) q[t] = lanes.load(Qb + c * HW + js[t] * W + x0);
-            for (int r = 0; r < YB; ++r)
-              for (int t = 0; t < JB; ++t) acc[r][t] += p[r] * q[t];
-          }
-          for (int r = 0; r < ny; ++r)
-            for (int t = 0; t < JB && j0 + t < H; ++t) {
-              const int y = ys[r], j = j0 + t;
-              if (j != y) lanes.store(Eb + col_slot(j, y, W) * HW + y * W + x0, acc[r][t]);
+          for (int y0 = yg * YG; y0 < y_end; y0 += YB) {
+            int ys[YB];
+            for (int r = 0; r < YB; ++r) ys[r] = std::min(y0 + r, H - 1);  // clamped: extra rows are computed, not stored
+            vec acc[YB][JB] = {};
+            for (int c = 0; c < C; ++c) {
+              vec p[YB], q[JB];
+              for (int r = 0; r < YB; ++r) p[r] = lanes.load(Pb + c * HW + ys[r] * W + x0);
+              for (int t = 0; t < JB; ++t) q[t] = lanes.load(Qb + c * HW + js[t] * W + x0);
+              for (int r = 0; r < YB; ++r)
+                for (int t = 0; t < JB; ++t) acc[r][t] += p[r] * q[t];
             }
+            for (int r = 0; r < YB && y0 + r < y_end; ++r)
+              for (int t = 0; t < JB && j0 + t < H; ++t) {
+                const int y = y0 + r, j = j0 + t;
+                if (j != y) lanes.store(Eb + col_slot(j, y, W) * HW + y * W + x0, acc[r][t]);
+              }
+          }
         }
         // Row part: positions (y, i), i over the whole row.
-        for (int i0 = 0; i0 < W; i0 += JB) {
-          int is[JB];
-          for (int t = 0; t < JB; ++t) is[t] = std::min(i0 + t, W - 1);
-          vec acc[YB][JB] = {};
-          for (int c = 0; c < C; ++c) {
-            for (int r = 0; r < YB; ++r) {
-              const vec p = lanes.load(Pb + c * HW + ys[r] * W + x0);
-              const T* qrow = Qb + c * HW + ys[r] * W;
-              for (int t = 0; t < JB; ++t) acc[r][t] += p * qrow[is[t]];
+        for (int y0 = yg * YG; y0 < y_end; y0 += YB) {
+          int ys[YB];
+          for (int r = 0; r < YB; ++r) ys[r] = std::min(y0 + r, H - 1);
+          for (int i0 = 0; i0 < W; i0 += JB) {
+            int is[JB];
+            for (int t = 0; t < JB; ++t) is[t] = std::min(i0 + t, W - 1);
+            vec acc[YB][JB] = {};
+            for (int c = 0; c < C; ++c) {
+              for (int r = 0; r < YB; ++r) {
+                const vec p = lanes.load(Pb + c * HW + ys[r] * W + x0);
+                const T* qrow = Qb + c * HW + ys[r] * W;
+                for (int t = 0; t < JB; ++t) acc[r][t] += p * qrow[is[t]];
+              }
             }
+            for (int r = 0; r < YB && y0 + r < y_end; ++r)
+              for (int t = 0; t < JB && i0 + t < W; ++t)
+                lanes.store(Eb + (i0 + t) * HW + (y0 + r) * W + x0, acc[r][t]);
           }
-          for (int r = 0; r < ny; ++r)
-            for (int t = 0; t < JB && i0 + t < W; ++t)
-              lanes.store(Eb + (i0 + t) * HW + ys[r] * W + x0, acc[r][t]);
         }
       });
     }
@@ -129,7 +144,7 @@ void weight(const T* P, const T* Q, T* E, int B, int C, int H, int W) {
 // O = map<TRANSPOSED>(A, V); A: [B, H+W-1, H, W], V, O: [B, C, H, W].
 template <typename T, bool TRANSPOSED>
 void map(const T* A, const T* V, T* O, int B, int C, int H, int W) {
-  const int YB = kRowBlock, CB = kColBlock;
+  const int YB = kMapRows, CB = kMapChannels;
   const long long HW = (long long)H * W, L = H + W - 1;
   // Row part of A in [i, y, x] order: A itself, or for the transpose a copy
   // with A[x, y, i] moved to [i, y, x], so that x stays the contiguous axis.
@@ -147,51 +162,58 @@ void map(const T* A, const T* V, T* O, int B, int C, int H, int W) {
     R = transposed.data();
     r_batch = W * HW;
   }
-  const int nyb = (H + YB - 1) / YB;
-#pragma omp parallel for collapse(2) schedule(dynamic)
+  // Tasks: (image, group of channels, group of rows). A group of channels of
+  // V (kChannelGroup x H x W) stays in L2 while the group's rows go by, and
+  // the attention weights of one tile of rows stay in L1 while the group's
+  // channels stream past them.
+  const int CG = kChannelGroup, YG = kRowGroup * YB;
+  const int ncg = (C + CG - 1) / CG, nyg = (H + YG - 1) / YG;
+#pragma omp parallel for collapse(3) schedule(dynamic)
   for (int b = 0; b < B; ++b)
-    for (int yb = 0; yb < nyb; ++yb) {
-      const T* Ab = A + b * L * HW;
-      const T* Rb = R + b * r_batch;
-      const T* Vb = V + b * C * HW;
-      T* Ob = O + b * C * HW;
-      int ys[YB];
-      for (int r = 0; r < YB; ++r) ys[r] = std::min(yb * YB + r, H - 1);
-      const int ny = std::min(YB, H - yb * YB);
-      // x outer, channels inner: the attention weights of this tile of rows
-      // stay in cache while all channels stream past them.
-      for_each_vector<T>(W, [&](auto lanes, int x0) {
-        typedef typename decltype(lanes)::vec vec;
-        for (int c0 = 0; c0 < C; c0 += CB) {
-          int cs[CB];
-          for (int t = 0; t < CB; ++t) cs[t] = std::min(c0 + t, C - 1);
-          vec acc[CB][YB] = {};
-          // Column part: pixels (j, x), j != y.
-          for (int j = 0; j < H; ++j) {
-            vec a[YB];
-            for (int r = 0; r < YB; ++r) {
-              const int y = ys[r];
-              const T* src = TRANSPOSED ? Ab + col_slot(y, j, W) * HW + j * W + x0
-                                        : Ab + col_slot(j, y, W) * HW + y * W + x0;
-              a[r] = j == y ? vec{} : lanes.load(src);
+    for (int cg = 0; cg < ncg; ++cg)
+      for (int yg = 0; yg < nyg; ++yg) {
+        const T* Ab = A + b * L * HW;
+        const T* Rb = R + b * r_batch;
+        const T* Vb = V + b * C * HW;
+        T* Ob = O + b * C * HW;
+        const int c_end = std::min(C, (cg + 1) * CG);
+        for (int y0 = yg * YG; y0 < std::min(H, (yg + 1) * YG); y0 += YB) {
+          int ys[YB];
+          for (int r = 0; r < YB; ++r) ys[r] = std::min(y0 + r, H - 1);  // clamped: extra rows are computed, not stored
+          const int ny = std::min(YB, H - y0);
+          for_each_vector<T>(W, [&](auto lanes, int x0) {
+            typedef typename decltype(lanes)::vec vec;
+            for (int c0 = cg * CG; c0 < c_end; c0 += CB) {
+              int cs[CB];
+              for (int t = 0; t < CB; ++t) cs[t] = std::min(c0 + t, c_end - 1);
+              vec acc[CB][YB] = {};
+              // Column part: pixels (j, x), j != y.
+              for (int j = 0; j < H; ++j) {
+                vec a[YB];
+                for (int r = 0; r < YB; ++r) {
+                  const int y = ys[r];
+                  const T* src = TRANSPOSED ? Ab + col_slot(y, j, W) * HW + j * W + x0
+                                            : Ab + col_slot(j, y, W) * HW + y * W + x0;
+                  a[r] = j == y ? vec{} : lanes.load(src);
+                }
+                for (int t = 0; t < CB; ++t) {
+                  const vec v = lanes.load(Vb + cs[t] * HW + j * W + x0);
+                  for (int r = 0; r < YB; ++r) acc[t][r] += v * a[r];
+                }
+              }
+              // Row part: pixels (y, i).
+              for (int i = 0; i < W; ++i) {
+                for (int r = 0; r < YB; ++r) {
+                  const vec a = lanes.load(Rb + i * HW + ys[r] * W + x0);
+                  for (int t = 0; t < CB; ++t) acc[t][r] += a * Vb[cs[t] * HW + ys[r] * W + i];
+                }
+              }
+              for (int t = 0; t < CB && c0 + t < c_end; ++t)
+                for (int r = 0; r < ny; ++r) lanes.store(Ob + (c0 + t) * HW + ys[r] * W + x0, acc[t][r]);
             }
-            for (int t = 0; t < CB; ++t) {
-              const vec v = lanes.load(Vb + cs[t] * HW + j * W + x0);
-              for (int r = 0; r < YB; ++r) acc[t][r] += v * a[r];
-            }
-          }
-          // Row part: pixels (y, i).
-          for (int i = 0; i < W; ++i) {
-            for (int r = 0; r < YB; ++r) {
-              const vec a = lanes.load(Rb + i * HW + ys[r] * W + x0);
-              for (int t = 0; t < CB; ++t) acc[t][r] += a * Vb[cs[t] * HW + ys[r] * W + i];
-            }
-          }
-          for (int t = 0; t < CB && c0 + t < C; ++t)
-            for (int r = 0; r < ny; ++r) lanes.store(Ob + (c0 + t) * HW + ys[r] * W + x0, acc[t][r]);
+          });
         }
-      });
-    }
+      }
 }
 
 }  // namespace cca_cpu
