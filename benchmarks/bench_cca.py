@@ -63,7 +63,7 @@ def torch_bmm(q, k, v):
     """Official CCNet pure-python formulation: batched matmuls per column and per row."""
     import torch
     B, _, H, W = q.shape
-    neg_inf_diag = torch.diag(torch.full((H,), float("-inf"), dtype=q.dtype)).unsqueeze(0)  # [1, H, H]
+    neg_inf_diag = torch.diag(torch.full((H,), float("-inf"), dtype=q.dtype, device=q.device)).unsqueeze(0)
     q_col = q.permute(0, 3, 2, 1).reshape(B * W, H, -1)          # [(b x), y, c]
     k_col = k.permute(0, 3, 1, 2).reshape(B * W, -1, H)          # [(b x), c, j]
     q_row = q.permute(0, 2, 3, 1).reshape(B * H, W, -1)          # [(b y), x, c]
@@ -84,7 +84,7 @@ def torch_einsum(q, k, v):
     """mmcv formulation: einsum energies, -inf on the column's self entry."""
     import torch
     B, _, H, W = q.shape
-    neg_inf_diag = torch.diag(torch.full((H,), float("-inf"), dtype=q.dtype))
+    neg_inf_diag = torch.diag(torch.full((H,), float("-inf"), dtype=q.dtype, device=q.device))
     e_col = torch.einsum("bchw,bciw->bwhi", q, k) + neg_inf_diag   # [b, x, y, j]
     e_col = e_col.transpose(1, 2)                                   # [b, y, x, j]
     e_row = torch.einsum("bchw,bchj->bhwj", q, k)                   # [b, y, x, i]

@@ -9,6 +9,7 @@ import pytest
 
 import jittor as jt
 
+from cca_oracle import np_ca_map, np_ca_weight, np_softmax
 from models.cca import CrissCrossAttention, ca_map, ca_weight, criss_cross_attention
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,40 +25,6 @@ def keep_float64():
     jt.flags.auto_convert_64_to_32 = 0
     yield
     jt.flags.auto_convert_64_to_32 = old
-
-
-# -- float64 numpy oracle, written from the official kernel's index formulas --
-
-def np_ca_weight(q, k):
-    B, C, H, W = q.shape
-    e = np.zeros((B, H + W - 1, H, W))
-    for y in range(H):
-        for x in range(W):
-            for i in range(W):
-                e[:, i, y, x] = (q[:, :, y, x] * k[:, :, y, i]).sum(1)
-            for t in range(H - 1):
-                j = t if t < y else t + 1
-                e[:, W + t, y, x] = (q[:, :, y, x] * k[:, :, j, x]).sum(1)
-    return e
-
-
-def np_ca_map(a, v):
-    B, C, H, W = v.shape
-    out = np.zeros_like(v)
-    for y in range(H):
-        for x in range(W):
-            for i in range(W):
-                out[:, :, y, x] += v[:, :, y, i] * a[:, i, y, x][:, None]
-            for t in range(H - 1):
-                j = t if t < y else t + 1
-                out[:, :, y, x] += v[:, :, j, x] * a[:, W + t, y, x][:, None]
-    return out
-
-
-def np_softmax(e, axis):
-    e = e - e.max(axis=axis, keepdims=True)
-    p = np.exp(e)
-    return p / p.sum(axis=axis, keepdims=True)
 
 
 def inputs(shape, seed=0, dtype=np.float64, value_channels=None):
