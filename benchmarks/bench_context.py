@@ -175,7 +175,7 @@ def measure(block: str, mode: str, shape, warmup: int = 2, repeat: int = 5, recu
             "recurrence": passes if block == "rcca" else None, "jittor": jt.__version__,
             "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],
             "peak_mb": (peak_bytes - input_bytes) / 2**20, "peak_rss_mb": rss_mb,
-            "input_mb": input_bytes / 2**20}
+            "input_mb": input_bytes / 2**20, "params": int(sum(p.numel() for p in params))}
 
 
 def _run_worker(block: str, mode: str, shape, args) -> dict | None:

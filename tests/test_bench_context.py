@@ -98,6 +98,7 @@ def test_end_to_end_tiny(tmp_path):
     assert {(r["block"], r["mode"]) for r in record["results"]} == {("rcca", "fwd+bwd"), ("nonlocal", "fwd+bwd")}
     for r in record["results"]:
         assert r["ms"] > 0 and r["peak_mb"] > 0 and r["device"] == "cpu"
+        assert r["params"] == 16 * 2 * 2 + 2 * 2 + 16 * 16 + 16 + 1  # q, k: 16 -> 2, v: 16 -> 16, gamma
     assert record["summary"]["memory_ratio_fwd+bwd"] > 0
     assert record["flops"]["rcca"]["macs"] == bench.count_flops("rcca", (1, 16, 5, 7))["macs"]
 
