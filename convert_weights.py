@@ -5,6 +5,7 @@ Example::
     python convert_weights.py resnet101-imagenet.pth            # -> pretrained/resnet101_deep.pkl
     python convert_weights.py van_base_828.pth.tar --verify     # -> pretrained/van_b2.pkl
     python convert_weights.py ckpt.pth --from resnet_v1c --arch resnet50 -o pretrained/r50.pkl
+    python convert_weights.py CS_scenes_60000.pth --verify      # whole CCNet -> pretrained/ccnet_resnet101_19cls.pkl
 
 The output loads with ``resnet101(stem="deep", pretrained="pretrained/resnet101_deep.pkl")``
 or ``van_b2(pretrained="pretrained/van_b2.pkl")``.
@@ -39,6 +40,7 @@ from pretrained.convert import (  # noqa: E402
     save_weights,
     unwrap_checkpoint,
 )
+from pretrained.convert_ccnet import convert_ccnet_file, detect_ccnet_layout  # noqa: E402
 from pretrained.torch_reader import CheckpointFormatError, read_torch_checkpoint  # noqa: E402
 
 ARCHS = ("resnet50", "resnet101", "resnet152", "van_b0", "van_b1", "van_b2", "van_b3", "van_b4", "van_b5",
@@ -68,6 +70,15 @@ output
   VAN. Classifier heads and BatchNorm num_batches_tracked are dropped; every
   other tensor must match the Jittor model's key and shape, otherwise nothing
   is written and the problem is reported.
+
+whole CCNet checkpoints
+  Official CCNet snapshots (conv1..layer4, head.*, dsn.*) and mmsegmentation
+  CCNet checkpoints (backbone.*, decode_head.*, auxiliary_head.*) are detected
+  from the keys and converted to a models.CCNet preset (ccnet_resnet{50,101} or
+  ccnet_resnet{50,101}_mmseg), class count read from the classifier; --arch may
+  name the preset, --recurrence sets the recorded recurrence. Output
+  pretrained/<preset>_<classes>cls.pkl with meta {arch, num_classes,
+  recurrence, align_corners, overrides}; see pretrained/convert_ccnet.py.
 
 exit status: 0 converted, 2 refused (the message says why and how to fix it).
 """
@@ -115,13 +126,18 @@ def verify_forward(model, size: int = 64) -> list[tuple[int, ...]]:
 
 def convert_file(src: str, output: Optional[str] = None, arch: Optional[str] = None,
                  layout: Optional[str] = None, prefix: Optional[str] = None, verify: bool = False,
-                 log: Callable[[str], None] = print) -> str:
+                 log: Callable[[str], None] = print, recurrence: Optional[int] = None) -> str:
     """Converts ``src`` and writes the Jittor weights; returns the output path.
+
+    Whole CCNet checkpoints (official snapshots, mmsegmentation) go to
+    ``pretrained.convert_ccnet.convert_ccnet_file`` (``arch`` is then a
+    ``models.MODEL_PRESETS`` name, ``recurrence`` is recorded in the metadata).
 
     Raises ConversionError (nothing written) when the file is not a checkpoint,
     its layout is unknown, or it does not fit the architecture.
     """
-    arch = _normalise_arch(arch)
+    ccnet_preset = arch if arch is not None and arch.startswith("ccnet_") else None
+    arch = None if ccnet_preset else _normalise_arch(arch)
     if output is not None and not output.endswith(".pkl"):
         raise ConversionError(f"the output must be a .pkl file (a Jittor pickle), got {output!r}")
     if layout is not None and layout not in LAYOUTS:
@@ -141,6 +157,11 @@ def convert_file(src: str, output: Optional[str] = None, arch: Optional[str] = N
     if name in KNOWN_FILES:
         k = KNOWN_FILES[name]
         log(f"  known file: {k['source']} ({k['arch']}, layout {k['layout']})")
+    if layout is None and prefix is None and detect_ccnet_layout(sd) is not None:
+        return convert_ccnet_file(src, obj, output, ccnet_preset, recurrence, verify, log)
+    if ccnet_preset or recurrence is not None:
+        raise ConversionError(f"{src} is not a whole CCNet checkpoint (no head.conva / decode_head.cca keys); "
+                              f"--arch ccnet_* and --recurrence apply to whole CCNet checkpoints only")
 
     # Layout (and the sub-dict holding the backbone).
     if prefix is None:
@@ -255,13 +276,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="convert only the keys under this prefix (e.g. 'backbone.')")
     parser.add_argument("--verify", action="store_true",
                         help="run one forward pass with the converted weights and check the outputs are finite")
+    parser.add_argument("--recurrence", type=int, default=None,
+                        help="whole CCNet checkpoints: the recurrence to record (default: the preset's, 2)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        convert_file(args.src, args.output, args.arch, args.layout, args.prefix, args.verify)
+        convert_file(args.src, args.output, args.arch, args.layout, args.prefix, args.verify,
+                     recurrence=args.recurrence)
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,2 +1,112 @@
-"""CCNet models: the criss-cross attention op, backbones, heads and losses."""
+"""CCNet models: the criss-cross attention op, backbones, heads and losses.
+
+``build_model(name, num_classes)`` builds a :class:`~models.ccnet.CCNet` from
+one of the named presets in ``MODEL_PRESETS``:
+
+=========================  ===========  =====================================  ============  ===  =====  =========
+preset                     backbone     stem / dilation                        activation    aux  R      align
+=========================  ===========  =====================================  ============  ===  =====  =========
+``ccnet_resnet101``        ResNet-101   deep 64-64-128, all layer3/4 dilated   leaky 0.01    512  2      True
+``ccnet_resnet50``         ResNet-50    as above                               leaky 0.01    512  2      True
+``ccnet_resnet101_mmseg``  ResNet-101   v1c 32-32-64, contract_dilation        ReLU          256  2      False
+``ccnet_resnet50_mmseg``   ResNet-50    as above                               ReLU          256  2      False
+``ccnet_van_b0``           VAN-B0       neck: stages 2-4 -> 256 @ 1/8          leaky 0.01    128  2      True
+``ccnet_van_b1..b3``       VAN-B1..B3   neck: stages 2-4 -> 512 @ 1/8          leaky 0.01    256  2      True
+``ccnet_demo``             VAN-B0       neck 128, head 128                     leaky 0.01    64   2      True
+=========================  ===========  =====================================  ============  ===  =====  =========
+
+The official head (``channels`` 512, aux conv with bias) is used everywhere
+except the mmseg presets (aux conv without bias). ``align`` is the
+``align_corners`` of the bilinear upsampling in the loss and in ``predict``
+(the official code uses True, the mmseg 512x1024 configs False).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
 import jittor_env  # noqa: F401  (must run before jittor is imported)
+
+from models.ccnet import CCNet
+
+__all__ = ["CCNet", "MODEL_PRESETS", "build_model", "build_backbone"]
+
+_OFFICIAL_HEAD = dict(channels=512, aux_channels=512, aux_bias=True, activation="leaky_relu",
+                      align_corners=True, recurrence=2)
+_MMSEG_HEAD = dict(channels=512, aux_channels=256, aux_bias=False, activation="relu",
+                   align_corners=False, recurrence=2)
+
+#: Preset name -> constructor settings. ``backbone`` names a builder in
+#: ``models.resnet`` / ``models.van``; ``backbone_kwargs`` go to it; the rest go
+#: to :class:`CCNet`.
+MODEL_PRESETS: dict[str, dict] = {
+    "ccnet_resnet101": dict(backbone="resnet101",
+                            backbone_kwargs=dict(stem="deep", contract_dilation=False, multi_grid=(1, 1, 1)),
+                            **_OFFICIAL_HEAD),
+    "ccnet_resnet50": dict(backbone="resnet50",
+                           backbone_kwargs=dict(stem="deep", contract_dilation=False, multi_grid=(1, 1, 1)),
+                           **_OFFICIAL_HEAD),
+    "ccnet_resnet101_mmseg": dict(backbone="resnet101", backbone_kwargs=dict(stem="v1c", contract_dilation=True),
+                                  **_MMSEG_HEAD),
+    "ccnet_resnet50_mmseg": dict(backbone="resnet50", backbone_kwargs=dict(stem="v1c", contract_dilation=True),
+                                 **_MMSEG_HEAD),
+    "ccnet_van_b0": dict(backbone="van_b0", backbone_kwargs={}, neck_channels=256,
+                         **dict(_OFFICIAL_HEAD, channels=256, aux_channels=128)),
+    "ccnet_van_b1": dict(backbone="van_b1", backbone_kwargs={}, neck_channels=512,
+                         **dict(_OFFICIAL_HEAD, aux_channels=256)),
+    "ccnet_van_b2": dict(backbone="van_b2", backbone_kwargs={}, neck_channels=512,
+                         **dict(_OFFICIAL_HEAD, aux_channels=256)),
+    "ccnet_van_b3": dict(backbone="van_b3", backbone_kwargs={}, neck_channels=512,
+                         **dict(_OFFICIAL_HEAD, aux_channels=256)),
+    # Small enough to train at several iterations/s on 2 CPU cores (128x128 crops, batch 8).
+    "ccnet_demo": dict(backbone="van_b0", backbone_kwargs=dict(drop_path_rate=0.0), neck_channels=128,
+                       **dict(_OFFICIAL_HEAD, channels=128, aux_channels=64)),
+}
+
+_CCNET_ARGS = ("recurrence", "channels", "aux_channels", "aux_bias", "activation", "align_corners",
+               "neck_channels", "aux_index", "dropout", "cca_impl")
+
+
+def build_backbone(name: str, pretrained: Optional[str] = None, **kwargs):
+    """A backbone by builder name (``resnet50``, ``resnet101``, ``van_b0`` ..), optionally with weights."""
+    if name in ("resnet50", "resnet101"):
+        from models import resnet  # noqa: PLC0415
+        return getattr(resnet, name)(pretrained=pretrained, **kwargs)
+    if name.startswith("van_"):
+        from models.van import build_van  # noqa: PLC0415
+        return build_van(name, pretrained=pretrained, **kwargs)
+    raise ValueError(f"unknown backbone {name!r}")
+
+
+def build_model(name: str, num_classes: int, recurrence: Optional[int] = None,
+                pretrained_backbone: Optional[str] = None, **overrides) -> CCNet:
+    """Builds the CCNet preset ``name`` (see ``MODEL_PRESETS``).
+
+    Args:
+        name: preset name.
+        num_classes: number of classes.
+        recurrence: criss-cross attention recurrences (0..3); the preset's if None.
+        pretrained_backbone: converted ImageNet weights (``convert_weights.py``)
+            loaded strictly into the backbone.
+        **overrides: any :class:`~models.ccnet.CCNet` argument (``channels``,
+            ``aux_channels``, ``activation``, ``align_corners``, ``cca_impl`` ...)
+            or ``backbone_kwargs`` (merged into the preset's).
+
+    Raises:
+        ValueError: unknown preset or argument.
+    """
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_PRESETS)}")
+    cfg = dict(MODEL_PRESETS[name])
+    backbone_kwargs = dict(cfg.pop("backbone_kwargs"))
+    backbone_kwargs.update(overrides.pop("backbone_kwargs", None) or {})
+    unknown = sorted(set(overrides) - set(_CCNET_ARGS))
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown} for build_model; valid: {', '.join(_CCNET_ARGS)}, "
+                         f"backbone_kwargs")
+    cfg.update(overrides)
+    if recurrence is not None:
+        cfg["recurrence"] = recurrence
+    backbone = build_backbone(cfg.pop("backbone"), pretrained=pretrained_backbone, **backbone_kwargs)
+    model = CCNet(backbone, num_classes, **cfg)
+    model.arch = name
+    return model

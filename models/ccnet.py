@@ -1,0 +1,332 @@
+"""CCNet: criss-cross attention network for semantic segmentation.
+
+Paper: Huang et al., "CCNet: Criss-Cross Attention for Semantic Segmentation",
+ICCV 2019 / TPAMI 2020. Upstream: speedinghzl/CCNet ``networks/ccnet.py``
+(MIT license); the mmsegmentation variant is ``CCHead`` + ``FCNHead``
+(``configs/_base_/models/ccnet_r50-d8.py``, Apache-2.0).
+
+The network is a dilated backbone (output stride 8), the recurrent criss-cross
+attention head (:class:`RCCAModule`, ``self.head``) on the last stage and an
+auxiliary FCN head (``self.dsn``) on the third stage. It does no upsampling:
+both heads return logits at 1/8 of the input; :meth:`CCNet.predict` upsamples.
+
+Parameter names follow the official checkpoints, so a snapshot maps 1:1 (the
+backbone under ``backbone.``)::
+
+    head.conva.0.weight               3x3 conv C -> 512, no bias
+    head.conva.1.{weight,bias,running_mean,running_var}   BN (+ activation)
+    head.cca.{gamma,query_conv.*,key_conv.*,value_conv.*}
+    head.convb.0.weight, head.convb.1.*
+    head.bottleneck.0.weight          3x3 conv (C + 512) -> 512, no bias
+    head.bottleneck.1.*               BN (+ activation); .2 is Dropout2d(0.1)
+    head.bottleneck.3.{weight,bias}   1x1 classifier
+    dsn.0.{weight,bias}               3x3 conv stage3 -> 512 (bias in the official code)
+    dsn.1.*; dsn.2 Dropout2d; dsn.3.{weight,bias}
+
+The official code uses InPlace-ABN, one module holding the BatchNorm
+parameters and the activation (leaky ReLU, slope 0.01); :class:`BNAct` is
+that module, so index 1 of each ``nn.Sequential`` carries both. mmsegmentation
+uses ReLU, a 256-channel auxiliary conv without bias, and the same structure
+under other names (``decode_head.convs.0.conv`` = ``head.conva.0`` ...; see
+``pretrained/convert_ccnet.py``).
+
+VAN backbones (strides 4/8/16/32) have no stride-8 last stage. A small neck
+(``self.neck``) brings stages 2-4 to stride 8: stages 3 and 4 are upsampled
+bilinearly to the size of stage 2, the three maps are concatenated and fused
+by a 1x1 conv + BN + activation; the RCCA head runs on that map. The
+auxiliary head stays on stage 3 (stride 16), and its logits are upsampled to
+the main logits' size so that both outputs are at 1/8.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+import jittor_env  # noqa: F401  (before jittor)
+import jittor as jt
+from jittor import nn
+
+from models.cca import CrissCrossAttention, ca_map, ca_weight
+from models.input_norm import InputNorm
+
+__all__ = ["ACTIVATIONS", "BNAct", "ChannelDropout", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
+
+#: Supported head activations: the official InPlace-ABN default and mmsegmentation's.
+ACTIVATIONS = ("leaky_relu", "relu")
+
+#: Negative slope of the official leaky ReLU (InPlace-ABN default).
+LEAKY_SLOPE = 0.01
+
+MAX_RECURRENCE = 3
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+class BNAct(nn.BatchNorm):
+    """BatchNorm followed by an activation, as one module (InPlace-ABN).
+
+    Holds exactly the BatchNorm parameters (``weight``, ``bias``,
+    ``running_mean``, ``running_var``), so the official ``...1.weight`` keys load
+    directly. ``activation`` is ``"leaky_relu"`` (slope 0.01) or ``"relu"``.
+    """
+
+    def __init__(self, num_features: int, activation: str = "leaky_relu", slope: float = LEAKY_SLOPE,
+                 eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        _check_activation(activation)
+        self.activation = activation
+        self.slope = float(slope)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        x = super().execute(x)
+        if self.activation == "relu":
+            return nn.relu(x)
+        return nn.leaky_relu(x, self.slope)
+
+
+class ChannelDropout(nn.Module):
+    """Dropout2d: zeroes whole channels with probability ``p`` in training, scales the rest by 1/(1-p).
+
+    Follows ``Module.train()``/``eval()`` through ``is_training()`` (Jittor's own
+    ``nn.Dropout2d`` starts with ``is_train=False``, unlike the other modules).
+    """
+
+    def __init__(self, p: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        if self.p == 0.0 or not self.is_training():
+            return x
+        keep = (jt.rand((x.shape[0], x.shape[1], 1, 1)) >= self.p).cast(x.dtype)
+        return x * keep / (1.0 - self.p)
+
+
+def _conv_bn_act(in_channels: int, out_channels: int, activation: str, kernel_size: int = 3,
+                 bias: bool = False) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
+            BNAct(out_channels, activation)]
+
+
+class RCCAModule(nn.Module):
+    """Recurrent criss-cross attention head (official ``RCCAModule``).
+
+    ``conva`` (3x3 conv + BN + act) -> the same :class:`CrissCrossAttention`
+    applied ``recurrence`` times -> ``convb`` (3x3 conv + BN + act) -> concat
+    with the input -> ``bottleneck`` (3x3 conv + BN + act, Dropout2d, 1x1
+    classifier).
+
+    Args:
+        in_channels: channels of the input feature (2048 for ResNet).
+        num_classes: output channels of the classifier.
+        channels: width of the head (official ``in_channels // 4`` = 512).
+        activation: ``"leaky_relu"`` (official) or ``"relu"`` (mmsegmentation).
+        dropout: Dropout2d probability before the classifier.
+        cca_impl: ``"kernel"`` or ``"reference"`` (see ``models.cca``).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 512,
+                 activation: str = "leaky_relu", dropout: float = 0.1, cca_impl: str = "kernel") -> None:
+        super().__init__()
+        self.conva = nn.Sequential(*_conv_bn_act(in_channels, channels, activation))
+        self.cca = CrissCrossAttention(channels, impl=cca_impl)
+        self.convb = nn.Sequential(*_conv_bn_act(channels, channels, activation))
+        self.bottleneck = nn.Sequential(
+            *_conv_bn_act(in_channels + channels, channels, activation),
+            ChannelDropout(dropout),
+            nn.Conv2d(channels, num_classes, 1, bias=True),
+        )
+
+    def execute(self, x: jt.Var, recurrence: int = 2) -> jt.Var:
+        out = self.conva(x)
+        for _ in range(recurrence):
+            out = self.cca(out)
+        out = self.convb(out)
+        return self.bottleneck(jt.concat([x, out], dim=1))
+
+    def attention_maps(self, x: jt.Var, recurrence: int = 2) -> list[jt.Var]:
+        """The softmax attention of each recurrence, ``[B, H+W-1, H, W]`` (official layout)."""
+        cca = self.cca
+        out = self.conva(x)
+        maps = []
+        for _ in range(recurrence):
+            attention = nn.softmax(ca_weight(cca.query_conv(out), cca.key_conv(out), impl=cca.impl), dim=1)
+            maps.append(attention)
+            out = cca.gamma * ca_map(attention, cca.value_conv(out), impl=cca.impl) + out
+        return maps
+
+
+class FCNAuxHead(nn.Sequential):
+    """Auxiliary head (official ``dsn``): 3x3 conv + BN + act, Dropout2d, 1x1 classifier.
+
+    ``bias=True`` on the 3x3 conv as in the official code; mmsegmentation's
+    ``FCNHead`` has none (its conv is followed by BN).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 512, activation: str = "leaky_relu",
+                 bias: bool = True, dropout: float = 0.1) -> None:
+        super().__init__(
+            *_conv_bn_act(in_channels, channels, activation, bias=bias),
+            ChannelDropout(dropout),
+            nn.Conv2d(channels, num_classes, 1, bias=True),
+        )
+
+
+class FeatureNeck(nn.Module):
+    """Fuses backbone stages at the resolution of the first one (used for VAN).
+
+    The inputs (e.g. stages 2, 3, 4 at strides 8, 16, 32) are upsampled
+    bilinearly to the first input's size, concatenated, and fused by a 1x1 conv
+    + BN + activation (``neck.0``, ``neck.1``).
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int, activation: str = "leaky_relu",
+                 align_corners: bool = True) -> None:
+        super().__init__()
+        self.align_corners = align_corners
+        self.fuse = nn.Sequential(*_conv_bn_act(sum(in_channels), channels, activation, kernel_size=1))
+
+    def execute(self, features: Sequence[jt.Var]) -> jt.Var:
+        size = tuple(features[0].shape[2:])
+        maps = [features[0]]
+        for f in features[1:]:
+            maps.append(f if tuple(f.shape[2:]) == size else
+                        nn.interpolate(f, size=size, mode="bilinear", align_corners=self.align_corners))
+        return self.fuse(jt.concat(maps, dim=1))
+
+
+class CCNet(nn.Module):
+    """CCNet segmentor: backbone, (optional neck), RCCA head and auxiliary head.
+
+    Args:
+        backbone: a module returning four stage outputs, with ``out_channels``,
+            ``strides`` and ``input_norm`` attributes (``models.resnet``,
+            ``models.van``).
+        num_classes: number of classes.
+        recurrence: how many times the criss-cross attention runs (0..3); can be
+            changed later through ``model.recurrence``.
+        channels: width of the RCCA head (512).
+        aux_channels: width of the auxiliary head (512 official, 256
+            mmsegmentation); ``None`` or 0 for no auxiliary head.
+        aux_bias: bias on the auxiliary 3x3 conv (official True, mmseg False).
+        activation: ``"leaky_relu"`` (official, slope 0.01) or ``"relu"``.
+        align_corners: of the bilinear upsampling in :meth:`predict`, the loss
+            and the neck (official True).
+        neck_channels: if set, the stages whose stride is 8 or more are fused
+            at stride 8 into this many channels before the head (VAN); if
+            ``None`` the head reads the last stage directly, which must be at
+            stride 8 (dilated ResNet).
+        aux_index: backbone stage (0-based) feeding the auxiliary head (2 = stage 3).
+        dropout: Dropout2d probability of both heads (0.1).
+        cca_impl: ``"kernel"`` or ``"reference"``.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, recurrence: int = 2, channels: int = 512,
+                 aux_channels: Optional[int] = 512, aux_bias: bool = True, activation: str = "leaky_relu",
+                 align_corners: bool = True, neck_channels: Optional[int] = None, aux_index: int = 2,
+                 dropout: float = 0.1, cca_impl: str = "kernel") -> None:
+        super().__init__()
+        _check_activation(activation)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.recurrence = recurrence  # validated by the property setter
+        self.align_corners = bool(align_corners)
+        self.aux_index = int(aux_index)
+        out_channels, strides = tuple(backbone.out_channels), tuple(backbone.strides)
+        if neck_channels:
+            self.neck_indices = tuple(i for i, s in enumerate(strides) if s >= 8)
+            self.neck = FeatureNeck([out_channels[i] for i in self.neck_indices], neck_channels, activation,
+                                    align_corners)
+            head_in = neck_channels
+        else:
+            if strides[-1] != 8:
+                raise ValueError(f"the backbone's last stage is at stride {strides[-1]}; CCNet needs stride 8 "
+                                 f"(build a dilated ResNet with output_stride=8) or a neck (neck_channels)")
+            self.neck = None
+            head_in = out_channels[-1]
+        self.output_stride = 8
+        self._scalar_params: Optional[list[jt.Var]] = None
+        self.head = RCCAModule(head_in, num_classes, channels, activation, dropout, cca_impl)
+        self.dsn = (FCNAuxHead(out_channels[aux_index], num_classes, aux_channels, activation, aux_bias, dropout)
+                    if aux_channels else None)
+
+    @property
+    def recurrence(self) -> int:
+        return self._recurrence
+
+    @recurrence.setter
+    def recurrence(self, value: int) -> None:
+        if not isinstance(value, int) or not 0 <= value <= MAX_RECURRENCE:
+            raise ValueError(f"recurrence must be an integer in 0..{MAX_RECURRENCE}, got {value!r}")
+        self._recurrence = value
+
+    @property
+    def input_norm(self) -> InputNorm:
+        """The input normalisation the backbone's weights expect."""
+        return self.backbone.input_norm
+
+    def _sync_scalar_parameters(self) -> None:
+        """Materialises 1-element parameters (``gamma``) that were just replaced by ``Var.update(jt.array(..))``.
+
+        Jittor 1.3.11 inlines a pending 1-element ``jt.array`` into fused
+        kernels and then fails to compile some of them ("op0_outputstride0 was
+        not declared"), e.g. ``gamma * out`` in training mode right after
+        loading weights. Syncing those few Vars first avoids it; when they are
+        already computed this does nothing.
+        """
+        if self._scalar_params is None:
+            self._scalar_params = [p for p in self.parameters() if int(np.prod(p.shape)) == 1]
+        jt.sync(self._scalar_params)
+
+    def _head_input(self, features: Sequence[jt.Var]) -> jt.Var:
+        if self.neck is None:
+            return features[-1]
+        return self.neck([features[i] for i in self.neck_indices])
+
+    def execute(self, x: jt.Var) -> Union[jt.Var, tuple[jt.Var, Optional[jt.Var]]]:
+        """Training: ``(main, aux)`` logits at 1/8 (``aux`` None without an aux head). Eval: ``main``."""
+        self._sync_scalar_parameters()
+        features = self.backbone(x)
+        main = self.head(self._head_input(features), self._recurrence)
+        if not self.is_training():
+            return main
+        if self.dsn is None:
+            return main, None
+        aux = self.dsn(features[self.aux_index])
+        if tuple(aux.shape[2:]) != tuple(main.shape[2:]):
+            aux = nn.interpolate(aux, size=tuple(main.shape[2:]), mode="bilinear",
+                                 align_corners=self.align_corners)
+        return main, aux
+
+    def predict(self, x: jt.Var, size: Optional[Sequence[int]] = None) -> jt.Var:
+        """Main logits upsampled bilinearly to ``x``'s size (or ``size``), ``align_corners`` of the model.
+
+        Runs in the current mode; call ``model.eval()`` first for inference.
+        """
+        out = self(x)
+        if isinstance(out, tuple):
+            out = out[0]
+        size = tuple(x.shape[2:]) if size is None else tuple(int(s) for s in size)
+        if tuple(out.shape[2:]) == size:
+            return out
+        return nn.interpolate(out, size=size, mode="bilinear", align_corners=self.align_corners)
+
+    def attention_maps(self, x: jt.Var) -> list[jt.Var]:
+        """Softmax attention of each recurrence: ``recurrence`` tensors ``[B, H+W-1, h, w]``.
+
+        Channel ``i < w`` is the row position ``(y, i)``; channel ``w + t`` the
+        column position ``(t if t < y else t + 1, x)`` (official layout, see
+        ``models.cca``). Recomputes the backbone and the head up to the last
+        attention.
+        """
+        self._sync_scalar_parameters()
+        features = self.backbone(x)
+        return self.head.attention_maps(self._head_input(features), self._recurrence)
