@@ -9,20 +9,22 @@ Upstream: speedinghzl/CCNet ``loss/criterion.py`` (``CriterionDSN``,
   as ``torch.nn.CrossEntropyLoss(ignore_index=255)``. With no valid pixel at
   all the loss is 0 (PyTorch would return NaN).
 * The auxiliary head gets plain cross-entropy, weighted ``aux_weight`` (0.4).
-* OHEM (main head only), official semantics: ``p`` = softmax probability of
-  the ground-truth class. On a 1/8 subsample of ``p`` and of the label, with
-  ``mk = min_kept // 64`` and ``n`` valid subsampled pixels: the threshold is
-  1.0 (keep everything) if ``mk >= n``; otherwise ``max(thresh, k-th smallest
-  p)`` with ``k = mk`` (``thresh`` alone if ``mk == 0``). At full resolution the
-  valid pixels with ``p <= threshold`` are kept and cross-entropy is averaged
-  over them.
+* OHEM (main head only), official semantics. The threshold comes from a 1/8
+  subsample: the class probabilities are zoomed (order 1) and the label is
+  zoomed (order 0) separately, and each subsampled pixel's ground-truth
+  probability ``p`` is picked from the zoomed probabilities. With
+  ``mk = min_kept // 64`` and ``n`` valid subsampled pixels, the threshold is
+  1.0 (keep everything) if ``mk >= n``; otherwise ``max(thresh, mk-th smallest
+  p)`` (``thresh`` alone if ``mk == 0``). At full resolution the valid pixels
+  whose ground-truth probability is ``<= threshold`` are kept, and
+  cross-entropy is averaged over them.
 
-  The official code subsamples with ``scipy.ndimage.zoom(prob, 1/8, order=1)``
-  and ``zoom(label, 1/8, order=0)``. Both are reproduced on the device: the
-  output size is ``round(size / 8)`` (Python rounding), the output pixel ``o``
-  samples input coordinate ``o * (size - 1) / (out - 1)``; order 1 is linear
-  interpolation there (= bilinear with ``align_corners=True``), order 0 takes
-  the pixel ``floor(coordinate + 0.5)``. The threshold and the kept mask are
+  The official code zooms with ``scipy.ndimage.zoom(prob, 1/8, order=1)`` and
+  ``zoom(label, 1/8, order=0)``. Both are reproduced on the device: the output
+  size is ``round(size / 8)`` (Python rounding), output pixel ``o`` samples the
+  input coordinate ``o * (size - 1) / (out - 1)`` (computed in float64 on the
+  host, as scipy does); order 1 interpolates linearly there, order 0 takes the
+  pixel ``floor(coordinate + 0.5)``. The threshold and the kept mask are
   computed in Jittor, without copying the probabilities to the host.
 """
 from __future__ import annotations
@@ -35,7 +37,8 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-__all__ = ["SegmentationLoss", "pixel_nll", "ohem_keep_mask", "zoom_size", "zoom_nearest_index"]
+__all__ = ["SegmentationLoss", "log_softmax", "pixel_nll", "ohem_keep_mask", "zoom_size", "zoom_nearest_index",
+           "zoom_linear_weights"]
 
 #: Subsampling factor of the OHEM threshold search (official ``factor=8``).
 OHEM_FACTOR = 8
@@ -46,10 +49,23 @@ def zoom_size(size: int, factor: int = OHEM_FACTOR) -> int:
     return max(1, int(round(size * (1.0 / factor))))
 
 
-def zoom_nearest_index(size: int, out: int) -> np.ndarray:
-    """Input index of each output pixel of ``scipy.ndimage.zoom(order=0)`` (``grid_mode=False``)."""
+def _zoom_coordinates(size: int, out: int) -> np.ndarray:
+    """Input coordinate of each output pixel of ``scipy.ndimage.zoom`` (``grid_mode=False``), float64."""
     scale = (size - 1) / (out - 1) if out > 1 else 1.0
-    return np.minimum(np.floor(np.arange(out) * scale + 0.5), size - 1).astype(np.int32)
+    return np.arange(out) * scale
+
+
+def zoom_nearest_index(size: int, out: int) -> np.ndarray:
+    """Input index of each output pixel of ``scipy.ndimage.zoom(order=0)``: ``floor(coordinate + 0.5)``."""
+    return np.minimum(np.floor(_zoom_coordinates(size, out) + 0.5), size - 1).astype(np.int32)
+
+
+def zoom_linear_weights(size: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lo, hi, w)`` of ``scipy.ndimage.zoom(order=1)``: output = ``x[lo] * (1 - w) + x[hi] * w``."""
+    coords = _zoom_coordinates(size, out)
+    lo = np.clip(np.floor(coords), 0, size - 1).astype(np.int32)
+    hi = np.minimum(lo + 1, size - 1).astype(np.int32)
+    return lo, hi, coords - lo
 
 
 def _upsample(logits: jt.Var, size: Sequence[int], align_corners: bool) -> jt.Var:
@@ -58,45 +74,64 @@ def _upsample(logits: jt.Var, size: Sequence[int], align_corners: bool) -> jt.Va
     return nn.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
+def log_softmax(logits: jt.Var) -> jt.Var:
+    """``log softmax`` over the class axis (dim 1)."""
+    shifted = logits - logits.max(dim=1, keepdims=True).stop_grad()
+    return shifted - shifted.exp().sum(dim=1, keepdims=True).log()
+
+
 def pixel_nll(logits: jt.Var, target: jt.Var) -> jt.Var:
     """Per-pixel ``-log softmax(logits)[target]``, ``[B, H, W]``; ``target`` must be in [0, C)."""
-    m = logits.max(dim=1, keepdims=True).stop_grad()
-    shifted = logits - m
-    lse = shifted.exp().sum(dim=1).log()
-    picked = jt.gather(shifted, 1, target.unsqueeze(1)).squeeze(1)
-    return lse - picked
+    return -jt.gather(log_softmax(logits), 1, target.unsqueeze(1)).squeeze(1)
 
 
-def ohem_keep_mask(prob_gt: jt.Var, valid: jt.Var, thresh: float, min_kept: int,
+def _zoom_linear(x: jt.Var, h: int, w: int) -> jt.Var:
+    """Order-1 zoom of the last two axes of ``x`` to ``(h, w)``; weights from float64 coordinates as in scipy."""
+    for axis, out in ((x.ndim - 2, h), (x.ndim - 1, w)):
+        lo, hi, frac = zoom_linear_weights(x.shape[axis], out)
+        shape = [1] * x.ndim
+        shape[axis] = out
+        wt = jt.array(frac.astype(np.float32)).reshape(shape).cast(x.dtype)
+        index = [slice(None)] * axis
+        x = x[tuple(index + [jt.array(lo)])] * (1 - wt) + x[tuple(index + [jt.array(hi)])] * wt
+    return x
+
+
+def ohem_keep_mask(prob: jt.Var, target: jt.Var, valid: jt.Var, thresh: float, min_kept: int,
                    factor: int = OHEM_FACTOR) -> tuple[jt.Var, jt.Var]:
     """Official OHEM selection. Returns ``(keep mask [B, H, W] bool, threshold [1])``.
 
     Args:
-        prob_gt: softmax probability of the ground-truth class at every pixel, ``[B, H, W]``
-            (any value where not ``valid``).
+        prob: softmax probabilities ``[B, C, H, W]`` (at the label's resolution).
+        target: ``[B, H, W]`` class indices in ``[0, C)`` (any class where not ``valid``).
         valid: ``[B, H, W]`` bool, label != ignore.
         thresh: the probability threshold (official ``--ohem-thres``).
         min_kept: the minimum number of kept pixels (official ``--ohem-keep``), at full resolution.
+
+    As the official code, the threshold search subsamples the class
+    probabilities (order-1 zoom) and the label (order-0 zoom) separately and
+    then picks each subsampled pixel's ground-truth probability.
     """
-    prob_gt, valid = prob_gt.stop_grad(), valid.stop_grad()
-    B, H, W = prob_gt.shape
+    prob, target, valid = prob.stop_grad(), target.stop_grad(), valid.stop_grad()
+    B, _, H, W = prob.shape
     h, w = zoom_size(H, factor), zoom_size(W, factor)
-    # order 1: linear interpolation at o * (H - 1) / (h - 1), i.e. bilinear with align_corners=True
-    small_p = _upsample(prob_gt.unsqueeze(1), (h, w), align_corners=True).squeeze(1)
-    # order 0: the pixel floor(coordinate + 0.5)
+    small_prob = _zoom_linear(prob, h, w)
     iy, ix = jt.array(zoom_nearest_index(H, h)), jt.array(zoom_nearest_index(W, w))
+    small_target = target[:, iy][:, :, ix]
     small_valid = valid[:, iy][:, :, ix]
+    small_p = jt.gather(small_prob, 1, small_target.unsqueeze(1)).squeeze(1)
     mk = min_kept // (factor * factor)
     num_valid = small_valid.sum().cast("float32")
     if mk > 0:
         values = jt.ternary(small_valid, small_p, jt.full_like(small_p, 2.0)).reshape(-1)  # invalid last
         sorted_values = jt.argsort(values)[1]
-        kth = sorted_values[min(mk, values.shape[0]) - 1:min(mk, values.shape[0])]
-        threshold = jt.maximum(kth, jt.array([float(thresh)], dtype=kth.dtype))
+        k = min(mk, values.shape[0])
+        threshold = jt.maximum(sorted_values[k - 1:k], jt.array([float(thresh)]).cast(prob.dtype))
     else:
-        threshold = jt.array([float(thresh)], dtype=prob_gt.dtype)
+        threshold = jt.array([float(thresh)]).cast(prob.dtype)
     threshold = jt.ternary(num_valid.reshape(1) <= float(mk), jt.ones_like(threshold), threshold)
-    keep = valid & (prob_gt <= threshold.reshape(1, 1, 1))
+    p_gt = jt.gather(prob, 1, target.unsqueeze(1)).squeeze(1)
+    keep = valid & (p_gt <= threshold.reshape(1, 1, 1))
     return keep, threshold
 
 
@@ -140,11 +175,11 @@ class SegmentationLoss(nn.Module):
     def _ce(self, logits: jt.Var, label: jt.Var, valid: jt.Var, safe: jt.Var,
             ohem: bool) -> tuple[jt.Var, Optional[jt.Var], Optional[jt.Var]]:
         logits = _upsample(logits, label.shape[1:], self.align_corners)
-        nll = pixel_nll(logits, safe)
+        logp = log_softmax(logits)
+        nll = -jt.gather(logp, 1, safe.unsqueeze(1)).squeeze(1)
         keep, threshold = valid, None
         if ohem:
-            prob_gt = (-nll).exp()  # softmax probability of the ground-truth class
-            keep, threshold = ohem_keep_mask(prob_gt, valid, self.ohem_thresh, self.ohem_min_kept)
+            keep, threshold = ohem_keep_mask(logp.exp(), safe, valid, self.ohem_thresh, self.ohem_min_kept)
         weight = keep.cast(nll.dtype)
         count = weight.sum()
         loss = (nll * weight).sum() / jt.maximum(count, jt.ones_like(count))
