@@ -1,0 +1,130 @@
+"""predict.py on generated images with a tiny model: outputs, sizes, modes and errors."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import jittor as jt
+import predict
+from datasets import get_preset
+from engine import model_state, save_checkpoint
+from models import build_model
+
+NUM_CLASSES = 5  # the "demo" preset
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A train.py-style checkpoint of an untrained ccnet_demo, gamma non-zero."""
+    jt.set_global_seed(0)
+    model = build_model("ccnet_demo", NUM_CLASSES)
+    model.head.cca.gamma.assign(jt.array([0.5], dtype="float32"))
+    folder = tmp_path_factory.mktemp("ckpt")
+    path = str(folder / "checkpoint_last.pkl")
+    state = model_state(model)
+    save_checkpoint(path, {"model": state, "config": {"model": "ccnet_demo", "dataset": "demo",
+                                                      "num_classes": NUM_CLASSES}})
+    weights = str(folder / "weights.pkl")  # a converted-weights style file: no config
+    jt.save({"state_dict": state, "meta": {}}, weights)
+    converted = str(folder / "ccnet_demo_5cls.pkl")  # convert_weights.py's whole-CCNet format
+    jt.save({"state_dict": state, "meta": {"arch": "ccnet_demo", "num_classes": NUM_CLASSES, "recurrence": 2,
+                                           "overrides": {}}}, converted)
+    backbone_only = str(folder / "backbone.pkl")
+    jt.save({"state_dict": {k: v for k, v in state.items() if k.startswith("backbone.")}, "meta": {}}, backbone_only)
+    return {"train": path, "folder": str(folder), "weights": weights, "converted": converted, "backbone": backbone_only}
+
+
+def _image(path, h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_writes_prediction_overlay_and_label(checkpoint, tmp_path):
+    img = _image(tmp_path / "street.png", 45, 70)
+    out = tmp_path / "out"
+    assert predict.main([checkpoint["train"], str(img), "-o", str(out), "--save-label", "--no-progress"]) == 0
+    pred = np.asarray(Image.open(out / "street_pred.png"))
+    overlay = np.asarray(Image.open(out / "street_overlay.png"))
+    label = np.asarray(Image.open(out / "street_label.png"))
+    assert pred.shape == overlay.shape == (45, 70, 3)
+    assert label.shape == (45, 70) and label.dtype == np.uint8 and label.max() < NUM_CLASSES
+    palette = np.asarray(get_preset("demo").palette, np.uint8)
+    np.testing.assert_array_equal(pred, palette[label])
+    expected = np.clip(0.5 * np.asarray(Image.open(img), np.float32) + 0.5 * pred + 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(overlay, expected)
+
+
+def test_slide_mode_and_run_folder(checkpoint, tmp_path):
+    img = _image(tmp_path / "wide.png", 40, 90)
+    out = tmp_path / "out"
+    # the run folder stands for its checkpoint_last.pkl; the window is cropped to the image height
+    assert predict.main([checkpoint["folder"], str(img), "-o", str(out), "--mode", "slide",
+                         "--crop-size", "48", "--stride", "32", "--no-progress"]) == 0
+    assert Image.open(out / "wide_pred.png").size == (90, 40)
+    assert not (out / "wide_label.png").exists()
+
+
+def test_folder_with_an_unreadable_image(checkpoint, tmp_path, capsys):
+    src = tmp_path / "images"
+    (src / "sub").mkdir(parents=True)
+    _image(src / "a.png", 33, 41)
+    _image(src / "sub" / "b.jpg", 24, 32, seed=1)
+    (src / "broken.png").write_bytes(b"not a png")
+    (src / "notes.txt").write_text("ignored")
+    out = src / "pred"  # inside the input folder: not searched
+    assert predict.main([checkpoint["train"], str(src), "-o", str(out)]) == 1
+    assert "cannot read image" in capsys.readouterr().err
+    assert Image.open(out / "a_pred.png").size == (41, 33)
+    assert Image.open(out / "sub" / "b_overlay.png").size == (32, 24)
+    assert not (out / "broken_pred.png").exists()
+    assert predict.main([checkpoint["train"], str(src), "-o", str(out), "--no-progress"]) == 1  # out/ skipped
+
+
+def test_weights_file_needs_model_and_dataset(checkpoint, tmp_path, capsys):
+    img = _image(tmp_path / "x.png", 32, 32)
+    assert predict.main([checkpoint["weights"], str(img), "-o", str(tmp_path / "o")]) == 2
+    assert "pass --model" in capsys.readouterr().err
+    assert predict.main([checkpoint["weights"], str(img), "-o", str(tmp_path / "o"),
+                         "--model", "ccnet_demo", "--dataset", "demo"]) == 0
+    assert (tmp_path / "o" / "x_pred.png").exists()
+    # a converted whole CCNet records its preset and classes; without a dataset the VOC palette is used
+    assert predict.main([checkpoint["converted"], str(img), "-o", str(tmp_path / "c")]) == 0
+    assert Image.open(tmp_path / "c" / "x_pred.png").size == (32, 32)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("not_a_checkpoint", "cannot read"),
+    ("missing", "checkpoint not found"),
+    ("backbone_only", "looks like backbone weights"),
+    ("wrong_classes", "trained for 5 classes"),
+    ("wrong_dataset", "do not match dataset 'cityscapes'"),
+    ("wrong_model", "does not fit"),
+    ("unknown_model", "ccnet_nope"),
+    ("no_images", "no such file or folder"),
+])
+def test_clear_errors(checkpoint, tmp_path, capsys, case, message):
+    img = str(_image(tmp_path / "x.png", 16, 16))
+    args = {
+        "not_a_checkpoint": [img, img],
+        "missing": [str(tmp_path / "nope.pkl"), img],
+        "backbone_only": [checkpoint["backbone"], img, "--model", "ccnet_demo", "--dataset", "demo"],
+        "wrong_classes": [checkpoint["weights"], img, "--model", "ccnet_demo", "--num-classes", "7"],
+        "wrong_dataset": [checkpoint["train"], img, "--dataset", "cityscapes"],
+        "wrong_model": [checkpoint["weights"], img, "--model", "ccnet_van_b0", "--dataset", "demo"],
+        "unknown_model": [checkpoint["train"], img, "--model", "ccnet_nope"],
+        "no_images": [checkpoint["train"], str(tmp_path / "nothing_here")],
+    }[case]
+    assert predict.main(args + ["-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_colour_and_overlay_helpers():
+    pred = np.array([[0, 1], [2, 255]], np.uint8)
+    colours = predict.colour(pred, [(10, 20, 30), (40, 50, 60), (70, 80, 90)])
+    assert colours[1, 1].tolist() == [0, 0, 0] and colours[0, 1].tolist() == [40, 50, 60]
+    image = np.full((2, 2, 3), 100, np.uint8)
+    assert predict.overlay(image, colours, 0.0).tolist() == image.tolist()
+    assert predict.overlay(image, colours, 1.0).tolist() == colours.tolist()
