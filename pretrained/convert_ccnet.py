@@ -36,8 +36,9 @@ The preset (depth from the number of blocks), the class count (rows of the
 classifier) and the auxiliary width (when it differs from the preset's, as an
 override) are read from the tensors. The output is the same ``.pkl`` as for
 backbones, ``{"state_dict": {name: array}, "meta": {...}}``, with ``meta``
-holding ``arch`` (= the preset), ``num_classes``, ``recurrence``,
-``align_corners`` and ``overrides``; it loads with::
+holding ``arch`` (= the preset; also as ``model``), ``num_classes``,
+``recurrence``, ``align_corners`` and ``overrides`` (the extra ``build_model``
+keywords; also as ``model_opts``); it loads with::
 
     model = build_model(meta["arch"], meta["num_classes"], meta["recurrence"], **meta["overrides"])
     load_state_dict_strict(model, path)          # models.weights
@@ -314,6 +315,8 @@ def convert_ccnet_file(src: str, obj: Any, output: Optional[str] = None, preset:
         "recurrence": recurrence,
         "align_corners": align_corners,
         "overrides": overrides,
+        "model": preset,          # the names train.py checkpoints use for the same things
+        "model_opts": overrides,
         "layout": layout,
         "stem": model.backbone.stem_type,
         "input_norm_values": {"mean": list(norm.mean), "std": list(norm.std), "bgr": norm.bgr},
