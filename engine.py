@@ -372,6 +372,8 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
         raise ValueError(f"the training set has fewer samples ({train_set.num_samples}) than one "
                          f"batch ({train_set.batch_size}); lower --batch-size")
     logger = JsonlLogger(os.path.join(output_dir, "log.jsonl") if output_dir else None)
+    if logger.path and start_iter == 0 and os.path.exists(logger.path):
+        os.remove(logger.path)  # a fresh run in an old folder starts a new log; a resumed run appends
     last_good = [None]
 
     def snapshot(iteration: int, final: bool = False) -> None:

@@ -83,10 +83,12 @@ def _first_key(state: dict, suffix: str):
     return None, None
 
 
-def load_model(checkpoint_path: str, num_classes: int, model_name=None, recurrence=None, model_opts=None):
+def load_model(checkpoint_path: str, num_classes: int, model_name=None, recurrence=None, model_opts=None,
+               checkpoint: dict | None = None):
     """Build the model a checkpoint belongs to and load it strictly; returns ``(model, info)``.
 
-    ``info`` holds the checkpoint's config (empty for converted weights). Raises
+    ``checkpoint``: the train.py checkpoint at ``checkpoint_path`` if already
+    read. ``info`` holds the checkpoint's config (empty for converted weights). Raises
     ``engine.CheckpointError`` with a plain explanation when the file is
     missing, holds another class count or another architecture.
     """
@@ -102,7 +104,7 @@ def load_model(checkpoint_path: str, num_classes: int, model_name=None, recurren
         raise engine.CheckpointError(f"checkpoint not found: {path!r}")
     config: dict = {}
     try:
-        ck = engine.load_checkpoint(path)
+        ck = checkpoint if checkpoint is not None else engine.load_checkpoint(path)
         state, config = ck["model"], dict(ck.get("config", {}) or {})
     except engine.CheckpointError:
         try:
@@ -155,15 +157,19 @@ def main(args: argparse.Namespace) -> dict:
     if not os.path.isfile(ck_path):
         raise engine.CheckpointError(f"checkpoint not found: {ck_path!r}")
     saved_cfg: dict = {}
+    checkpoint = None
     try:
-        saved_cfg = dict(engine.load_checkpoint(ck_path).get("config", {}) or {})
+        checkpoint = engine.load_checkpoint(ck_path)
+        saved_cfg = dict(checkpoint.get("config", {}) or {})
     except engine.CheckpointError:
         pass  # converted weights: no config
     dataset = args.dataset or saved_cfg.get("dataset") or "cityscapes"
     preset = get_preset(dataset)
     data_path = args.data_path or saved_cfg.get("data_path") or os.path.join("data", dataset)
     split = args.split or preset.val_split
-    model, info = load_model(ck_path, preset.num_classes, args.model, args.recurrence, args.model_opt)
+    model, info = load_model(ck_path, preset.num_classes, args.model, args.recurrence, args.model_opt,
+                             checkpoint=checkpoint)
+    del checkpoint
 
     mode = args.mode or preset.test_mode
     crop = args.crop_size or preset.test_crop

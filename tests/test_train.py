@@ -1,0 +1,147 @@
+"""train.py and the training loop: exact resume, checkpoints, logs, non-finite loss, bad input."""
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+import engine
+import train
+from seg_fixtures import train_args, write_blocks_dataset
+
+
+@pytest.fixture(scope="module")
+def blocks(tmp_path_factory):
+    # 6 training images, batch 2: 3 iterations per epoch
+    return write_blocks_dataset(str(tmp_path_factory.mktemp("blocks")), num_train=6, num_val=3)
+
+
+def run(args):
+    return train.main(train.get_args_parser().parse_args([str(a) for a in args]))
+
+
+def max_diff(a, b):
+    assert a.keys() == b.keys()
+    return max(float(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)).max()) for k in a)
+
+
+def test_resume_is_exact(blocks, tmp_path):
+    """6 iterations in one run == 2 iterations, stop, resume, 4 more (mid-epoch stop, epoch boundary after)."""
+    full, half = tmp_path / "full", tmp_path / "half"
+    # random scale, mirror and dropout all on: every random draw must repeat
+    run(train_args(blocks, full, "--iters", 6))
+    first = run(train_args(blocks, half, "--iters", 6, "--stop-after", 2))
+    assert first["iter"] == 2
+    ck2 = engine.load_checkpoint(str(half / "checkpoint_last.pkl"))
+    assert ck2["iter"] == 2
+    run(["--resume", half, "--print-freq", 1, "--no-progress"])  # the rest comes from the checkpoint
+    a = engine.load_checkpoint(str(full / "checkpoint_last.pkl"))
+    b = engine.load_checkpoint(str(half / "checkpoint_last.pkl"))
+    assert a["iter"] == b["iter"] == 6
+    assert max_diff(a["model"], b["model"]) == 0.0
+    for ga, gb in zip(a["optimizer"]["groups"], b["optimizer"]["groups"]):
+        for va, vb in zip(ga["values"], gb["values"]):
+            np.testing.assert_array_equal(va, vb)
+    # the resumed run appended to the log: iterations 1..6 once each
+    iters = [json.loads(line)["iter"] for line in open(half / "log.jsonl")]
+    assert iters == [1, 2, 3, 4, 5, 6]
+
+
+def test_run_folder_contents(blocks, tmp_path):
+    out = tmp_path / "run"
+    result = run(train_args(blocks, out, "--iters", 4, "--snapshot-interval", 2, "--eval-interval", 2))
+    names = sorted(os.listdir(out))
+    assert {"config.json", "log.jsonl", "checkpoint_000002.pkl", "checkpoint_000004.pkl",
+            "checkpoint_last.pkl"} <= set(names)
+    assert not [n for n in names if ".tmp" in n]
+    cfg = json.load(open(out / "config.json"))
+    # defaults resolved from the demo preset, overrides kept
+    assert cfg["lr"] == 1e-2 and cfg["weight_decay"] == 1e-4 and cfg["crop_size"] == [32, 32]
+    assert cfg["batch_size"] == 2 and cfg["num_classes"] == 5 and cfg["recurrence"] == 2
+    ck = engine.load_checkpoint(str(out / "checkpoint_last.pkl"))
+    assert {"model", "optimizer", "iter", "rng", "config", "version"} <= set(ck)
+    assert ck["version"] == engine.CHECKPOINT_VERSION and ck["config"]["model"] == "ccnet_demo"
+    records = [json.loads(line) for line in open(out / "log.jsonl")]
+    train_records = [r for r in records if "loss" in r]
+    assert [r["iter"] for r in train_records] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) and r["lr"] > 0 for r in train_records)
+    val = [r for r in records if "val/mIoU" in r]
+    assert [r["iter"] for r in val] == [2, 4] and 0.0 <= val[-1]["val/mIoU"] <= 1.0
+    assert result["metrics"]["mIoU"] == pytest.approx(val[-1]["val/mIoU"])
+
+
+def test_poly_lr():
+    assert engine.poly_lr(0.01, 0, 100) == pytest.approx(0.01)
+    assert engine.poly_lr(0.01, 50, 100, power=0.9) == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert engine.poly_lr(0.01, 100, 100) == 0.0
+    assert engine.poly_lr(0.01, 100, 100, min_lr=1e-4) == pytest.approx(1e-4)
+    assert engine.poly_lr(0.01, 50, 100, power=1.0, min_lr=1e-4) == pytest.approx((0.01 - 1e-4) * 0.5 + 1e-4)
+
+
+def test_head_lr_mult_and_adamw(blocks, tmp_path):
+    from models import build_model
+    model = build_model("ccnet_demo", 5, backbone_kwargs={"embed_dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1]},
+                        channels=16, aux_channels=8, neck_channels=16)
+    opt = engine.build_optimizer(model, "adamw", lr=1e-3, weight_decay=0.01, head_lr_mult=10)
+    assert len(opt.param_groups) == 2
+    engine.set_lr(opt, 2e-3)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-3, 2e-2])
+    n_backbone = len([p for p in model.backbone.parameters() if not p.is_stop_grad()])
+    assert len(opt.param_groups[0]["params"]) == n_backbone
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        engine.build_optimizer(model, "lamb")
+
+
+def test_atomic_checkpoint_keeps_old_file(tmp_path):
+    path = str(tmp_path / "ck.pkl")
+    engine.save_checkpoint(path, {"model": {"w": np.ones(3)}, "iter": 1})
+
+    class Boom:
+        def __reduce__(self):
+            raise KeyboardInterrupt  # as if Ctrl-C hit during the write
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.save_checkpoint(path, {"model": {"w": np.zeros(3)}, "iter": 2, "x": Boom()})
+    assert engine.load_checkpoint(path)["iter"] == 1
+    assert os.listdir(tmp_path) == ["ck.pkl"]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(blocks, tmp_path):
+    from datasets import build_dataset
+    from models import build_model
+    from models.losses import SegmentationLoss
+
+    model = build_model("ccnet_demo", 5, backbone_kwargs={"embed_dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1]},
+                        channels=16, aux_channels=8, neck_channels=16)
+    loss = SegmentationLoss(5)
+    calls = []
+
+    def criterion(outputs, label):
+        calls.append(1)
+        total, parts = loss(outputs, label)
+        return (total * float("nan") if len(calls) == 3 else total), parts
+
+    ds = build_dataset("demo", blocks, train=True, input_norm=model.input_norm, crop_size=(32, 32),
+                       batch_size=2, num_workers=0)
+    opt = engine.build_optimizer(model, "sgd", 0.01)
+    with pytest.raises(engine.TrainingStopped, match=r"loss is nan at iteration 3.*checkpoint_000002\.pkl"):
+        engine.train(model, criterion, opt, ds, max_iters=10, base_lr=0.01, output_dir=str(tmp_path),
+                     snapshot_interval=2, progress=False)
+    assert engine.load_checkpoint(str(tmp_path / "checkpoint_last.pkl"))["iter"] == 2
+    assert not (tmp_path / "checkpoint_000003.pkl").exists()
+
+
+def test_bad_input(blocks, tmp_path):
+    with pytest.raises(ValueError, match="unknown model preset 'nope'.*ccnet_demo"):
+        run(train_args(blocks, tmp_path / "a", "--model", "nope"))
+    with pytest.raises(ValueError, match="unknown dataset preset 'mars'"):
+        run(train_args(blocks, tmp_path / "a", "--dataset", "mars"))
+    with pytest.raises(ValueError, match="--amp .*needs a CUDA GPU"):
+        run(train_args(blocks, tmp_path / "a", "--amp", "--no-cuda"))
+    with pytest.raises(engine.CheckpointError, match="checkpoint not found"):
+        run(["--resume", tmp_path / "missing.pkl"])
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        run(train_args(tmp_path / "no_data", tmp_path / "a", "--iters", 1))
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        run(train_args(blocks, tmp_path / "a", "--model-opt", "dropout"))
