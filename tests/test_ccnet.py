@@ -146,8 +146,13 @@ def test_one_sgd_step_reduces_loss(name, kwargs):
     label[:, :5] = 255
     label = jt.array(label)
     criterion = SegmentationLoss(4, align_corners=model.align_corners)
-    optimizer = nn.SGD(model.parameters(), lr=0.01, momentum=0.0)
+    params = [p for p in model.parameters() if not p.is_stop_grad()]
+    optimizer = nn.SGD(params, lr=0.01, momentum=0.0)
     loss0, stats0 = criterion(model(x), label)
+    grads = jt.grad(loss0, params)
+    dead = [n for (n, p), g in zip(((n, p) for n, p in model.named_parameters() if not p.is_stop_grad()), grads)
+            if not np.abs(g.numpy()).max() > 0]
+    assert not dead, f"parameters without gradient: {dead[:5]}"
     optimizer.step(loss0)
     loss1, stats1 = criterion(model(x), label)
     assert stats1["loss"] < stats0["loss"], (stats0, stats1)

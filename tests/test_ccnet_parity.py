@@ -328,6 +328,10 @@ def test_converted_file_loads_with_builder_and_refuses_wrong_preset(tmp_path):
     model = build_model(meta["arch"], meta["num_classes"])
     report = load_state_dict_strict(model, str(out))
     assert report.ok and len(report.loaded) == len(model.state_dict())
+    # Training right after loading (a freshly loaded 1-element gamma used to break Jittor's fused kernels).
+    model.train()
+    main, aux = model(jt.array(image(2, 33)))
+    assert np.isfinite(main.numpy()).all() and np.isfinite(aux.numpy()).all()
     wrong = build_model("ccnet_resnet50_mmseg", 5)
     with pytest.raises(WeightLoadError):
         load_state_dict_strict(wrong, str(out))
