@@ -157,3 +157,18 @@ def test_one_sgd_step_reduces_loss(name, kwargs):
     loss1, stats1 = criterion(model(x), label)
     assert stats1["loss"] < stats0["loss"], (stats0, stats1)
     assert "loss_aux" in stats0 and stats0["valid_pixels"] == 2 * 28 * 33
+
+
+def test_pretrained_backbone_is_loaded_strictly(tmp_path):
+    from models.resnet import resnet50
+    from models.weights import WeightLoadError
+    from pretrained.convert import save_weights
+    source = resnet50(stem="deep")
+    state = {k: v.numpy() + 0.5 for k, v in source.state_dict().items()}
+    path = str(tmp_path / "resnet50_deep.pkl")
+    save_weights(path, state, {"arch": "resnet50", "stem": "deep"})
+    model = build_model("ccnet_resnet50", 3, pretrained_backbone=path)
+    got = model.backbone.state_dict()
+    np.testing.assert_array_equal(got["layer4.2.conv3.weight"].numpy(), state["layer4.2.conv3.weight"])
+    with pytest.raises(WeightLoadError, match="stem"):
+        build_model("ccnet_resnet50_mmseg", 3, pretrained_backbone=path)  # v1c stem
