@@ -321,7 +321,7 @@ def test_whole_checkpoint_parity(tmp_path, layout, recurrence):
 def test_converted_file_loads_with_builder_and_refuses_wrong_preset(tmp_path):
     src, out = tmp_path / "CS_scenes_60000.pth", tmp_path / "o.pkl"
     _save_official(src, 2, module_prefix=False)
-    assert convert_weights.main([str(src), "-o", str(out)]) == 0
+    assert convert_weights.main([str(src), "-o", str(out), "--verify", "--arch", "ccnet_resnet50"]) == 0
     state_dict, meta = read_weights(str(out))
     assert all(k.startswith(("backbone.", "head.", "dsn.")) for k in state_dict)
     assert meta["recurrence"] == 2 and meta["overrides"] == {}
