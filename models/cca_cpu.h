@@ -24,12 +24,14 @@
 // along the contiguous x axis.
 #pragma once
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 namespace cca_cpu {
 
-constexpr int kChannelGroup = 16;  // map: channels of V kept in L2 by one task
+constexpr int kChannelGroup = 32;  // map: channels of V kept in L2 by one task
 constexpr int kRowGroup = 6;       // row tiles per task
 
 // Register tiles: rows x channels (map) or rows x positions (weight)
@@ -41,8 +43,8 @@ constexpr int kMapRows = 4, kMapChannels = 4;
 constexpr int kWeightRows = 4, kWeightPositions = 6;
 #else
 constexpr int kVecBytes = 32;
-constexpr int kMapRows = 3, kMapChannels = 3;
-constexpr int kWeightRows = 3, kWeightPositions = 3;
+constexpr int kMapRows = 3, kMapChannels = 4;
+constexpr int kWeightRows = 2, kWeightPositions = 6;
 #endif
 
 // A SIMD vector of T along x. FULL: the whole vector is inside the row
@@ -74,6 +76,20 @@ inline void for_each_vector(int W, Tile tile) {
   }
 }
 
+// Scratch memory aligned for vectors (std::vector<vec> is not, before C++17).
+template <typename V>
+struct AlignedBuffer {
+  V* data = nullptr;
+  explicit AlignedBuffer(size_t n) {
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, n * sizeof(V) + 64) != 0) throw std::bad_alloc();
+    data = static_cast<V*>(p);
+  }
+  ~AlignedBuffer() { free(data); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+};
+
 // Column slot of pixel (j, x) in the attention of pixel (y, x), j != y.
 static inline long long col_slot(int j, int y, int W) { return W + j - (j > y); }
 
@@ -81,36 +97,42 @@ static inline long long col_slot(int j, int y, int W) { return W + j - (j > y); 
 template <typename T>
 void weight(const T* P, const T* Q, T* E, int B, int C, int H, int W) {
   const int YB = kWeightRows, JB = kWeightPositions;
+  const int VL = Lanes<T, true>::size;
   const long long HW = (long long)H * W, L = H + W - 1;
-  // Tasks: (image, group of rows). Within a task, one vector of x at a time:
-  // the group's P and the current block of Q positions stay in L2 while the
-  // row tiles of the group reuse them.
-  const int YG = kRowGroup * YB, nyg = (H + YG - 1) / YG;
+  // Tasks: (image, vector of x). The reduction runs over channels, which are
+  // HW apart in P and Q: too far for the hardware prefetcher. Each task
+  // first copies its vector of x of P and Q into [row][channel] order, so
+  // that the tiles below read them sequentially.
+  const int nxv = (W + VL - 1) / VL;
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int b = 0; b < B; ++b)
-    for (int yg = 0; yg < nyg; ++yg) {
+    for (int xv = 0; xv < nxv; ++xv) {
       const T* Pb = P + b * C * HW;
       const T* Qb = Q + b * C * HW;
       T* Eb = E + b * L * HW;
-      const int y_end = std::min(H, (yg + 1) * YG);
-      for_each_vector<T>(W, [&](auto lanes, int x0) {
+      const int x0 = W >= VL ? std::min(xv * VL, W - VL) : 0;  // the last vector ends at W
+      auto tile = [&](auto lanes) {
         typedef typename decltype(lanes)::vec vec;
+        AlignedBuffer<vec> pbuf((size_t)H * C), qbuf((size_t)H * C);
+        vec* packed_p = pbuf.data;
+        vec* packed_q = qbuf.data;
+        for (int y = 0; y < H; ++y)
+          for (int c = 0; c < C; ++c) {
+            packed_p[(size_t)y * C + c] = lanes.load(Pb + c * HW + y * W + x0);
+            packed_q[(size_t)y * C + c] = lanes.load(Qb + c * HW + y * W + x0);
+          }
         // Column part: positions (j, x), j over all rows; j == y is not stored.
         for (int j0 = 0; j0 < H; j0 += JB) {
-          int js[JB];
-          for (int t = 0; t < JB; ++t) js[t] = std::min(j0 + t, H - 1);
-          for (int y0 = yg * YG; y0 < y_end; y0 += YB) {
-            int ys[YB];
-            for (int r = 0; r < YB; ++r) ys[r] = std::min(y0 + r, H - 1);  // clamped: extra rows are computed, not stored
+          const vec* q[JB];
+          for (int t = 0; t < JB; ++t) q[t] = &packed_q[(size_t)std::min(j0 + t, H - 1) * C];
+          for (int y0 = 0; y0 < H; y0 += YB) {
+            const vec* p[YB];
+            for (int r = 0; r < YB; ++r) p[r] = &packed_p[(size_t)std::min(y0 + r, H - 1) * C];  // clamped rows: computed, not stored
             vec acc[YB][JB] = {};
-            for (int c = 0; c < C; ++c) {
-              vec p[YB], q[JB];
-              for (int r = 0; r < YB; ++r) p[r] = lanes.load(Pb + c * HW + ys[r] * W + x0);
-              for (int t = 0; t < JB; ++t) q[t] = lanes.load(Qb + c * HW + js[t] * W + x0);
+            for (int c = 0; c < C; ++c)
               for (int r = 0; r < YB; ++r)
-                for (int t = 0; t < JB; ++t) acc[r][t] += p[r] * q[t];
-            }
-            for (int r = 0; r < YB && y0 + r < y_end; ++r)
+                for (int t = 0; t < JB; ++t) acc[r][t] += p[r][c] * q[t][c];
+            for (int r = 0; r < YB && y0 + r < H; ++r)
               for (int t = 0; t < JB && j0 + t < H; ++t) {
                 const int y = y0 + r, j = j0 + t;
                 if (j != y) lanes.store(Eb + col_slot(j, y, W) * HW + y * W + x0, acc[r][t]);
@@ -118,7 +140,7 @@ void weight(const T* P, const T* Q, T* E, int B, int C, int H, int W) {
           }
         }
         // Row part: positions (y, i), i over the whole row.
-        for (int y0 = yg * YG; y0 < y_end; y0 += YB) {
+        for (int y0 = 0; y0 < H; y0 += YB) {
           int ys[YB];
           for (int r = 0; r < YB; ++r) ys[r] = std::min(y0 + r, H - 1);
           for (int i0 = 0; i0 < W; i0 += JB) {
@@ -127,17 +149,19 @@ void weight(const T* P, const T* Q, T* E, int B, int C, int H, int W) {
             vec acc[YB][JB] = {};
             for (int c = 0; c < C; ++c) {
               for (int r = 0; r < YB; ++r) {
-                const vec p = lanes.load(Pb + c * HW + ys[r] * W + x0);
+                const vec p = packed_p[(size_t)ys[r] * C + c];
                 const T* qrow = Qb + c * HW + ys[r] * W;
                 for (int t = 0; t < JB; ++t) acc[r][t] += p * qrow[is[t]];
               }
             }
-            for (int r = 0; r < YB && y0 + r < y_end; ++r)
+            for (int r = 0; r < YB && y0 + r < H; ++r)
               for (int t = 0; t < JB && i0 + t < W; ++t)
                 lanes.store(Eb + (i0 + t) * HW + (y0 + r) * W + x0, acc[r][t]);
           }
         }
-      });
+      };
+      if (W >= VL) tile(Lanes<T, true>{VL});
+      else tile(Lanes<T, false>{W});
     }
 }
 
@@ -183,31 +207,35 @@ void map(const T* A, const T* V, T* O, int B, int C, int H, int W) {
           const int ny = std::min(YB, H - y0);
           for_each_vector<T>(W, [&](auto lanes, int x0) {
             typedef typename decltype(lanes)::vec vec;
+            // This tile's attention weights in the order the loops read them:
+            // column positions [j][row] (zero where j == y), then row
+            // positions [i][row]; every channel of the group reuses them.
+            AlignedBuffer<vec> abuf((size_t)(H + W) * YB);
+            vec* a_col = abuf.data;
+            vec* a_row = abuf.data + (size_t)H * YB;
+            for (int j = 0; j < H; ++j)
+              for (int r = 0; r < YB; ++r) {
+                const int y = ys[r];
+                const T* src = TRANSPOSED ? Ab + col_slot(y, j, W) * HW + j * W + x0
+                                          : Ab + col_slot(j, y, W) * HW + y * W + x0;
+                a_col[j * YB + r] = j == y ? vec{} : lanes.load(src);
+              }
+            for (int i = 0; i < W; ++i)
+              for (int r = 0; r < YB; ++r) a_row[i * YB + r] = lanes.load(Rb + i * HW + ys[r] * W + x0);
             for (int c0 = cg * CG; c0 < c_end; c0 += CB) {
               int cs[CB];
               for (int t = 0; t < CB; ++t) cs[t] = std::min(c0 + t, c_end - 1);
               vec acc[CB][YB] = {};
-              // Column part: pixels (j, x), j != y.
-              for (int j = 0; j < H; ++j) {
-                vec a[YB];
-                for (int r = 0; r < YB; ++r) {
-                  const int y = ys[r];
-                  const T* src = TRANSPOSED ? Ab + col_slot(y, j, W) * HW + j * W + x0
-                                            : Ab + col_slot(j, y, W) * HW + y * W + x0;
-                  a[r] = j == y ? vec{} : lanes.load(src);
-                }
+              // Column part: pixels (j, x), j != y (a_col is zero there).
+              for (int j = 0; j < H; ++j)
                 for (int t = 0; t < CB; ++t) {
                   const vec v = lanes.load(Vb + cs[t] * HW + j * W + x0);
-                  for (int r = 0; r < YB; ++r) acc[t][r] += v * a[r];
+                  for (int r = 0; r < YB; ++r) acc[t][r] += v * a_col[j * YB + r];
                 }
-              }
               // Row part: pixels (y, i).
-              for (int i = 0; i < W; ++i) {
-                for (int r = 0; r < YB; ++r) {
-                  const vec a = lanes.load(Rb + i * HW + ys[r] * W + x0);
-                  for (int t = 0; t < CB; ++t) acc[t][r] += a * Vb[cs[t] * HW + ys[r] * W + i];
-                }
-              }
+              for (int i = 0; i < W; ++i)
+                for (int r = 0; r < YB; ++r)
+                  for (int t = 0; t < CB; ++t) acc[t][r] += a_row[i * YB + r] * Vb[cs[t] * HW + ys[r] * W + i];
               for (int t = 0; t < CB && c0 + t < c_end; ++t)
                 for (int r = 0; r < ny; ++r) lanes.store(Ob + (c0 + t) * HW + ys[r] * W + x0, acc[t][r]);
             }
