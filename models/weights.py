@@ -156,6 +156,9 @@ def load_state_dict_strict(model: jt.nn.Module, state_dict_or_path: Union[str, M
         raise WeightLoadError(f"{where} does not fit {type(model).__name__}:\n{report.summary()}")
     for var, array in to_load:
         var.update(jt.array(np.ascontiguousarray(array).astype(str(var.dtype), copy=False)))
+    # Materialise the new values now: a 1-element parameter left as a pending
+    # update breaks the compilation of Jittor 1.3.11's next fused kernel.
+    jt.sync([var for var, _ in to_load])
     if verbose and not report.ok:
         print(f"warning: non-strict load from {where}:\n{report.summary()}", file=sys.stderr)
     return report
