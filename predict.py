@@ -99,7 +99,6 @@ def load_model(checkpoint: str, model: Optional[str] = None, dataset: Optional[s
     setting is missing, or the weights do not fit (a backbone-only file, the
     wrong preset or class count).
     """
-    import jittor as jt  # noqa: PLC0415
     import engine  # noqa: PLC0415
     import evaluate  # noqa: PLC0415
     from datasets import get_preset  # noqa: PLC0415
@@ -138,10 +137,6 @@ def load_model(checkpoint: str, model: Optional[str] = None, dataset: Optional[s
         net, _ = evaluate.load_model(path, int(num_classes), model, recurrence, model_opts)
     except (engine.CheckpointError, ValueError) as exc:
         raise PredictError(str(exc)) from None
-    # Materialise the loaded values now: a pending ``array`` op fused into the
-    # first forward (gamma * out + x) hits a Jittor 1.3.11 code-generation bug
-    # ("op0_outputstride0 was not declared in this scope").
-    jt.sync(net.parameters())
     net.eval()
     info = ModelInfo(model=net.arch, num_classes=int(num_classes), dataset=preset.name if preset else None,
                      preset=preset, checkpoint=path, checkpoint_kind=kind, recurrence=int(net.recurrence))
