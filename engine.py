@@ -384,7 +384,9 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
             "model": model_state(model),
             "optimizer": optimizer_state(optimizer),
             "iter": iteration,
-            "rng": _rng_state(),
+            # Jittor's generator is reseeded every iteration from (seed, iteration, rank):
+            # recording the seed is enough to replay it (see iteration_seed).
+            "rng": dict(_rng_state(), jittor={"seed": seed, "next_iteration": iteration}),
             "config": config or {},
             "world_size": world_size(),
         }

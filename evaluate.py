@@ -112,7 +112,11 @@ def load_model(checkpoint_path: str, num_classes: int, model_name=None, recurren
         except Exception as exc:
             raise engine.CheckpointError(f"cannot read {path!r} as a train.py checkpoint or a weights "
                                          f"file: {exc}") from exc
-        config = {"model": meta.get("model") or meta.get("arch")} if isinstance(meta, dict) else {}
+        meta = meta if isinstance(meta, dict) else {}
+        # convert_weights.py records the preset, class count, recurrence and build_model options
+        config = {"model": meta.get("model") or meta.get("arch"), "num_classes": meta.get("num_classes"),
+                  "recurrence": meta.get("recurrence"),
+                  "model_opts": meta.get("model_opts", meta.get("overrides"))}
     name = model_name or config.get("model")
     if not name:
         raise engine.CheckpointError(f"{path!r} does not say which model it holds; pass --model "

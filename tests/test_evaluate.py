@@ -173,6 +173,15 @@ def test_evaluate_loads_plain_weights(trained, tmp_path):
                  *model_opts, "--output-dir", tmp_path / "w", "--no-progress", "-j", 0)
     b = run_eval("--checkpoint", run, "--output-dir", tmp_path / "r", "--no-progress", "-j", 0)
     assert a["matrix"] == b["matrix"]
+    # convert_weights.py metadata names the preset, classes, recurrence and options: no flags needed
+    meta = {"arch": "ccnet_demo", "model": "ccnet_demo", "num_classes": 5, "recurrence": 2,
+            "model_opts": ck["config"]["model_opts"]}
+    jt.save({"state_dict": ck["model"], "meta": meta}, str(weights))
+    c = run_eval("--checkpoint", weights, "--dataset", "demo", "--data-path", data,
+                 "--output-dir", tmp_path / "m", "--no-progress", "-j", 0)
+    assert c["matrix"] == b["matrix"]
+    with pytest.raises(engine.CheckpointError, match="trained for 5 classes but the dataset has 19"):
+        run_eval("--checkpoint", weights, "--dataset", "cityscapes")
 
 
 def test_evaluate_bad_input(trained, tmp_path):
