@@ -222,6 +222,8 @@ def _cli() -> None:
     from datasets import DatasetError  # noqa: PLC0415
     try:
         main(args)
+    except KeyboardInterrupt:
+        sys.exit(130)  # checkpoints are written atomically: the last one on disk is complete
     except (ValueError, FileNotFoundError, DatasetError, engine.CheckpointError) as exc:
         sys.exit(f"error: {exc}")
 

@@ -315,6 +315,8 @@ def _cli() -> None:
     from models.weights import WeightLoadError  # noqa: PLC0415
     try:
         main(args)
+    except KeyboardInterrupt:
+        sys.exit(130)  # checkpoints are written atomically: the last one on disk is complete
     except engine.TrainingStopped as exc:
         sys.exit(f"error: {exc}")
     except (ValueError, FileNotFoundError, DatasetError, engine.CheckpointError, WeightLoadError) as exc:
