@@ -202,5 +202,7 @@ def test_evaluate_bad_input(trained, tmp_path):
     broken.write_bytes(b"not a pickle")
     with pytest.raises(engine.CheckpointError, match="cannot read"):
         run_eval("--checkpoint", broken, "--dataset", "demo", "--data-path", data)
+    lut = evaluate.label_id_lut(__import__("datasets").get_preset("cityscapes"))
+    assert lut[:19].tolist() == [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
     with pytest.raises(ValueError, match="--submission writes Cityscapes label ids"):
         evaluate.label_id_lut(__import__("datasets").get_preset("ade20k"))
