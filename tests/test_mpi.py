@@ -6,6 +6,7 @@
   has no ignored pixel, so each rank's mean loss over its half of the batch
   averages to the single-process mean; dropout is off (its masks are drawn
   per rank).
+* Stopping and resuming the 2-process run gives exactly the uninterrupted one.
 * Evaluation over 2 processes (an odd number of images, so Jittor repeats one
   on both ranks) must give exactly the single-process confusion matrix.
 """
@@ -71,6 +72,15 @@ def test_two_processes_match_one(data, tmp_path):
     assert [x["iter"] for x in lines] == [1, 2, 3, 4]
     single_losses = [json.loads(x)["loss"] for x in open(tmp_path / "single" / "log.jsonl")]
     np.testing.assert_allclose([x["loss"] for x in lines], single_losses, rtol=1e-4)
+
+    # resuming under MPI: 2 iterations, stop, resume for 2 more == the 4-iteration MPI run
+    mpirun(2, "train.py", train_args(data, tmp_path / "mpi_half", *extra, "--stop-after", "2"))
+    out = mpirun(2, "train.py", ["--resume", tmp_path / "mpi_half", "--no-progress"])
+    assert "resuming at iteration 2" in out and "max abs difference 0\n" in out
+    c = engine.load_checkpoint(str(tmp_path / "mpi_half" / "checkpoint_last.pkl"))
+    assert c["iter"] == 4
+    for key in b["model"]:
+        np.testing.assert_array_equal(c["model"][key], b["model"][key], err_msg=key)
 
     # evaluation: 5 val images over 2 processes (batch 1 each) == one process
     ev = ["--checkpoint", tmp_path / "single", "--no-progress", "-j", "0"]
