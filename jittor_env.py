@@ -27,6 +27,7 @@ from pathlib import Path
 __all__ = ["has_cuda_gpu", "configure"]
 
 _DNNL_DIR = "dnnl_lnx_2.2.0_cpu_gomp"  # the folder name Jittor 1.3.11 looks for on x86_64
+_MARK = "CCNET_JITTOR_ENV_USE_MPI"  # set when use_mpi=0 is ours, not the user's
 
 
 def has_cuda_gpu() -> bool:
@@ -82,7 +83,13 @@ def configure() -> None:
         print("warning: oneDNN not found (apt-get install libdnnl-dev); "
               "CPU convolutions will be slow", file=sys.stderr)
     if "OMPI_COMM_WORLD_SIZE" not in env:
-        env.setdefault("use_mpi", "0")
+        if "use_mpi" not in env:
+            env["use_mpi"] = "0"
+            env[_MARK] = "1"
+    elif env.pop(_MARK, None):
+        # Our own use_mpi=0, inherited from a parent process that started
+        # mpirun: under mpirun Jittor's MPI must be on.
+        env.pop("use_mpi", None)
 
 
 configure()
