@@ -30,6 +30,20 @@ epoch of each list is tracked explicitly (see ``_get_index_list``); with its
 own shuffle generator the order would differ between ``num_workers=0`` and
 ``num_workers>0``.
 
+Worker pacing and restarts (why the worker path has its own consumer loop,
+``_iter_workers``): Jittor's loop hands its workers the next pass's index list
+whenever they have claimed every batch of the current list, checked at every
+batch, so behind a slow consumer they ran whole passes ahead (bounded only by
+the 512 MB buffer per worker). The next pass then had to restart them, and
+Jittor's ``_stop_all_workers`` stops the shared worker-id queue (2 KB, ~227
+ids) while workers still write to it: a worker blocked on that full queue gets
+``RingBuffer.push ... Failed reason: stop`` and its error handler sends SIGINT
+to the main process. Here the workers get at most the *next* pass's list (so
+a run of complete passes never needs a restart), and the stop used by
+``reset()`` (abandoned pass, ``set_epoch`` jump, ``set_attrs``) never stops
+that queue: it stops new claims and the data buffers and drains the id queue
+until every worker is idle.
+
 Known upstream limitation: Jittor's workers claim a batch and then announce it
 in two separate critical sections, so under heavy CPU contention two
 consecutive batches can, rarely, arrive swapped. Their contents are not
@@ -38,6 +52,7 @@ affected (each sample depends only on seed, epoch and index).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -199,14 +214,101 @@ class SegmentationDataset(Dataset):
         self._pass_epoch = epoch
         self._top_call_pending = True
         self._pass_completed = False
-        yield from super().__iter__()
+        if self._disable_workers:   # as in Jittor's __iter__
+            self.num_workers = 0
+        if self.num_workers:
+            yield from self._iter_workers()
+        else:
+            yield from super().__iter__()
         self._pass_completed = True
 
+    def _iter_workers(self):
+        """Jittor's worker consumer loop, but the workers stay at most one pass ahead.
+
+        Jittor reloads the workers' index list whenever they have claimed all of
+        it, as often as that happens during a pass; behind a slow consumer they
+        then ran several passes ahead, and the next pass had to restart them.
+        Here the next pass's list is handed over once per pass: when the
+        workers' list is not already ahead of the pass being consumed. The
+        list is written under the claim lock, which the workers also hold while
+        copying their batch's indices, so this does not wait for idle workers.
+        """
+        index_list = self._get_index_list()   # this pass's list (used when the workers start)
+        if not hasattr(self, "workers"):
+            self._init_workers(index_list)
+            self.last_ids = [-1] * 10
+        gid_obj = self.gid.get_obj()
+        gid_lock = self.gid.get_lock()
+        start = time.time()
+        self.batch_time = 0
+        with gid_lock:
+            if self.num_idle.value:
+                self.gidc.notify_all()
+        for i in range(self.batch_len):
+            if self._worker_epoch <= self._pass_epoch and gid_obj.value >= self.batch_len:
+                with gid_lock:
+                    if self._worker_epoch <= self._pass_epoch and gid_obj.value >= self.batch_len:
+                        self.index_list_numpy[:] = self._get_index_list()   # the next pass
+                        gid_obj.value = 0
+                        self.gidc.notify_all()
+            worker_id = self.idqueue.pop()   # the worker that claimed the next batch
+            now = time.time()
+            self.wait_time, start = now - start, now
+            self.last_ids[i % 10] = worker_id
+            self.batch_id = i
+            batch = self.workers[worker_id].buffer.recv()
+            now = time.time()
+            self.recv_time, start = now - start, now
+            batch = self.to_jittor(batch)
+            now = time.time()
+            self.to_jittor_time, start = now - start, now
+            yield batch
+            now = time.time()
+            self.batch_time, start = now - start, now
+
+    _STOP_TIMEOUT = 60.0  # seconds to wait for busy workers in _stop_all_workers
+
+    def _stop_all_workers(self):
+        """Bring every worker to idle without stopping the worker-id queue (used by ``reset``).
+
+        Replaces Jittor's version, which stops the id queue: a worker blocked
+        pushing to that queue while it is full then fails ("RingBuffer.push ...
+        Failed reason: stop") and sends SIGINT to the main process. Instead:
+        no new claims, stop the data buffers (a worker blocked sending a batch
+        drops it), and pop ids from the queue until all workers are idle.
+        """
+        gid_lock = self.gid.get_lock()
+        with gid_lock:
+            self.gid.get_obj().value = self.batch_len   # no new claims
+        for w in self.workers:
+            w.buffer.stop()
+        deadline = time.monotonic() + self._STOP_TIMEOUT
+        while True:
+            self._drain_idqueue()
+            with gid_lock:
+                if self.num_idle.value >= self.num_workers:
+                    break
+                self.num_idle_c.wait(0.05)
+                if self.num_idle.value >= self.num_workers:
+                    break
+            if time.monotonic() > deadline or not any(w.p.is_alive() for w in self.workers):
+                break   # a hung or dead worker: reset() terminates them next
+        self._drain_idqueue()
+        for w in self.workers:
+            w.buffer.clear()
+        self.idqueue.clear()
+        self.gid.value = 0
+
+    def _drain_idqueue(self):
+        # pop only complete records (committed pushes), so this never blocks
+        while self.idqueue.total_push() > self.idqueue.total_pop():
+            self.idqueue.pop()
+
     def _get_index_list(self):
-        # Jittor calls this once when a pass starts (the result is discarded when
-        # its workers already run) and, with workers, again from inside the pass
-        # as soon as all batches are claimed, to prefetch the *next* pass. Which
-        # pass a list is for is therefore tracked here, not counted from calls.
+        # Called once when a pass starts (with workers already running the result
+        # is discarded) and, with workers, again from inside the pass once all
+        # its batches are claimed, to prefetch the *next* pass (``_iter_workers``).
+        # Which pass a list is for is therefore tracked here, not counted from calls.
         if self._top_call_pending:
             self._top_call_pending = False
             epoch = self._pass_epoch

@@ -1,5 +1,8 @@
 """Dataset loaders, transforms, presets and the demo generator, on tiny fixture trees."""
 import os
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -14,6 +17,8 @@ from datasets.transforms import (Compose, Normalize, Pad, PhotoMetricDistortion,
                                  RandomHorizontalFlip, RandomResize, Resize, ToCHW,
                                  build_eval_transform, build_train_transform)
 from models.input_norm import CAFFE_BGR, IMAGENET_RGB
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The official Cityscapes id -> trainId table, written out independently of the code under test.
 OFFICIAL = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
@@ -398,6 +403,62 @@ def test_worker_processes_give_the_same_batches(demo_root):
         assert na == nb
         np.testing.assert_array_equal(ia, ib)
         np.testing.assert_array_equal(la, lb)
+
+
+def test_workers_stay_one_pass_ahead_of_a_slow_consumer(demo_root):
+    """Behind a slow training step the workers prefetch only the next pass (no restarts)."""
+    def make(workers):
+        return build_dataset("demo", demo_root, train=True, input_norm=IMAGENET_RGB, batch_size=2,
+                             crop_size=(16, 16), num_workers=workers)
+    single, multi = make(0), make(2)   # 5 batches a pass
+    got, pids = [], []
+    try:
+        for _ in range(2):
+            for image, label, meta in multi:
+                got.append((image.numpy().copy(), label.numpy().copy(), list(meta["name"])))
+                time.sleep(0.2)          # the slow training step
+            assert multi._worker_epoch <= multi._pass_epoch + 1, "workers ran whole passes ahead"
+            pids.append([w.p.pid for w in multi.workers])
+    finally:
+        multi.terminate()
+    assert pids[0] == pids[1], "the workers were restarted between consecutive passes"
+    want = _collect(single, 2)
+    assert len(got) == len(want) == 10
+    for (ia, la, na), (ib, lb, nb) in zip(want, got):
+        assert na == nb
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(la, lb)
+
+
+_RESTART_BUSY_WORKERS = """
+import sys, time
+import jittor_env
+from datasets import build_dataset
+from models.input_norm import IMAGENET_RGB
+ds = build_dataset("demo", sys.argv[1], train=True, input_norm=IMAGENET_RGB, batch_size=1,
+                   crop_size=(8, 8), num_workers=2)
+ds.samples = ds.samples * 30          # 300 one-sample batches: more than the 2 KB id queue holds
+ds.set_attrs(total_len=len(ds.samples))
+next(iter(ds))                        # abandon the pass; the workers keep loading it
+deadline = time.time() + 30
+while ds.idqueue.total_push() - ds.idqueue.total_pop() < 2048 - 3 * 9 and time.time() < deadline:
+    time.sleep(0.05)                  # until the worker-id queue (9 bytes an id) is all but full,
+time.sleep(0.3)                       # then a worker blocks on it
+queued = ds.idqueue.total_push() - ds.idqueue.total_pop()
+ds.set_epoch(3)
+n = sum(1 for _ in ds)                # restarts the workers
+ds.terminate()
+print("OK", queued, n)
+"""
+
+
+def test_restarting_workers_blocked_on_a_full_queue_keeps_the_process(demo_root):
+    """Jittor's restart stopped the worker-id queue under a blocked worker, which SIGINTed us."""
+    proc = subprocess.run([sys.executable, "-c", _RESTART_BUSY_WORKERS, demo_root], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    queued, n = proc.stdout.split("OK", 1)[1].split()[:2]
+    assert int(queued) > 2000 and int(n) == 300, proc.stdout
 
 
 def test_mpi_sharding_splits_each_global_batch(demo_root, monkeypatch):
