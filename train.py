@@ -189,11 +189,9 @@ def _build_train_set(cfg: dict, input_norm):
     scale_range = tuple(cfg["scale_range"]) if cfg.get("scale_range") else None
     if not cfg["random_scale"]:
         scale_range = (1.0, 1.0)
-    # Bound each worker's buffer to about two batches. With Jittor's default
-    # (512 MB) the workers run whole epochs ahead of a slow training step, the
-    # next pass then has to restart them, and Jittor's restart has a race that
-    # kills the main process with SIGINT ("RingBuffer.push ... Failed reason:
-    # stop"). Blocked on a full buffer, they stay a few batches ahead.
+    # Bound each worker's buffer to about two batches instead of Jittor's
+    # 512 MB: the workers then stay a few batches ahead of a slow training
+    # step rather than holding up to a whole pass of batches in memory.
     crop_h, crop_w = cfg["crop_size"]
     per_rank = cfg["batch_size"] // max(1, cfg.get("world_size_now", 1))
     batch_bytes = per_rank * crop_h * crop_w * (3 * 4 + 4)
