@@ -82,6 +82,7 @@ def test_nonlocal_block_matches_numpy(key_channels, value_channels):
     if value_channels is not None:
         y = conv(block.out_conv, y)
     np.testing.assert_allclose(out, 0.7 * y + x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(block.attention(jt.array(x)).numpy(), att, rtol=1e-4, atol=1e-6)
     assert block(jt.array(x)).shape == [2, 16, 3, 4]
 
 
