@@ -18,7 +18,7 @@ match) needs ``--model`` and ``--dataset`` (or ``--num-classes``). Flags overrid
 preset gives the palette, the test resize and whole / sliding-window mode;
 ``--mode``, ``--test-size``, ``--crop-size`` and ``--stride`` override them.
 
-    python predict.py runs/demo/checkpoint_last.pkl data/demo_cityscapes/leftImg8bit/val -o runs/demo/pred
+    python predict.py work_dirs/demo data/demo_cityscapes/leftImg8bit/val -o work_dirs/demo/predict
     python predict.py ccnet_r101_cityscapes.pkl --model ccnet_resnet101 --dataset cityscapes \\
         frankfurt_000000_000294_leftImg8bit.png --mode slide --crop-size 769 --stride 513 --save-label
 """

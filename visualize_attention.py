@@ -16,7 +16,8 @@ attention alone, as the paper does.
 The output PNG has one panel per pass (the map drawn as a heat map over the
 image, normalised to its own maximum, the pixel marked) after the image:
 
-    python visualize_attention.py runs/demo/checkpoint_last.pkl image.png --pixel 120 40 -o attention.png
+    python visualize_attention.py work_dirs/demo image.png --pixel 60 100 -o attention.png
+    python visualize_attention.py work_dirs/demo image.png --pixel 60 100 --power 0.5   # small weights visible
     python visualize_attention.py model.pkl --model ccnet_resnet101 --dataset cityscapes img1.png img2.png \\
         --pixel 1000 400 --pixel 300 700 -o attention_maps/
 
@@ -114,12 +115,16 @@ def feature_pixel(x: float, y: float, image_size: tuple[int, int], feature_size:
 # --------------------------------------------------------------------------- drawing
 
 def heat_overlay(image_rgb: np.ndarray, amap: np.ndarray, alpha: float = 0.6,
-                 pixel: Optional[tuple[int, int]] = None) -> np.ndarray:
-    """``amap`` (any size, scaled to its maximum) as a JET heat map over the image, (x, y) ``pixel`` marked."""
+                 pixel: Optional[tuple[int, int]] = None, power: float = 1.0) -> np.ndarray:
+    """``amap`` (any size) as a JET heat map over the image, (x, y) ``pixel`` marked.
+
+    The map is divided by its maximum and raised to ``power`` (display only:
+    below 1 it brings out small weights).
+    """
     import cv2  # noqa: PLC0415
     H, W = image_rgb.shape[:2]
     peak = float(amap.max())
-    norm = amap / peak if peak > 0 else amap
+    norm = (amap / peak if peak > 0 else amap) ** power
     heat = cv2.resize(norm.astype(np.float32), (W, H), interpolation=cv2.INTER_NEAREST)
     heat = cv2.applyColorMap(np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
     out = np.clip((1 - alpha) * image_rgb + alpha * heat + 0.5, 0, 255).astype(np.uint8)
@@ -136,13 +141,15 @@ def _mark(image: np.ndarray, pixel: tuple[int, int]) -> None:
 
 
 def render_panels(image_rgb: np.ndarray, composed: Sequence[np.ndarray], pixel: tuple[int, int],
-                  alpha: float = 0.6) -> np.ndarray:
+                  alpha: float = 0.6, power: float = 1.0) -> np.ndarray:
     """Image | after R=1 | after R=2 | ..., side by side with a caption strip, uint8 RGB."""
     import cv2  # noqa: PLC0415
     first = image_rgb.copy()
     _mark(first, pixel)
     panels = [(first, f"pixel ({pixel[0]}, {pixel[1]})")]
-    panels += [(heat_overlay(image_rgb, m, alpha, pixel), f"after R={r}") for r, m in enumerate(composed, 1)]
+    scale = "" if power == 1 else f" (^{power:g})"
+    panels += [(heat_overlay(image_rgb, m, alpha, pixel, power), f"after R={r}{scale}")
+               for r, m in enumerate(composed, 1)]
     H, W = image_rgb.shape[:2]
     bar = 22
     gap = 4
@@ -173,6 +180,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-size", type=int, nargs=2, metavar=("LONG", "SHORT"),
                         help="keep-ratio resize before the model (default: the preset's)")
     parser.add_argument("--alpha", type=float, default=0.6, help="heat-map opacity (default 0.6)")
+    parser.add_argument("--power", type=float, default=1.0,
+                        help="display the maps as (map / max) ** POWER; 0.5 brings out small weights (default 1)")
     parser.add_argument("--save-npy", action="store_true", help="also save the composed maps [R, h, w] as .npy")
     parser.add_argument("--no-cuda", action="store_true", help="run on the CPU even when a GPU is present")
     return parser
@@ -191,6 +200,8 @@ def _run(args) -> int:
     import jittor as jt  # noqa: PLC0415
     from engine import set_device  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
+    if args.power <= 0 or not 0 <= args.alpha <= 1:
+        raise PredictError(f"--power must be positive and --alpha in [0, 1], got {args.power} and {args.alpha}")
     single_file = args.output.lower().endswith(".png")
     images = find_images(args.inputs, exclude=None if single_file else args.output)
     pixels = args.pixel or [None]
@@ -213,7 +224,7 @@ def _run(args) -> int:
             px, py = pixel if pixel is not None else ((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2)
             fy, fx = feature_pixel(px, py, image.shape[:2], (h, w))
             composed = composed_attention(maps, fy, fx)
-            canvas = render_panels(image, composed, (int(px), int(py)), args.alpha)
+            canvas = render_panels(image, composed, (int(px), int(py)), args.alpha, args.power)
             out = (args.output if single_file else
                    os.path.join(args.output, f"{stem}_attention_x{int(px)}_y{int(py)}.png"))
             os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -92,6 +92,7 @@ def test_visualize_attention_writes_png(tmp_path):
     assert composed.shape == (2, 6, 10)  # the 1/8 feature map of a 48x80 image
     assert (composed[1] > 0).all() and (composed[0] > 0).sum() == 6 + 10 - 1
     folder = tmp_path / "figs"
-    assert va.main([ckpt, str(img), "--pixel", "0", "0", "--pixel", "79", "47", "-o", str(folder)]) == 0
+    assert va.main([ckpt, str(img), "--pixel", "0", "0", "--pixel", "79", "47", "-o", str(folder),
+                    "--power", "0.5"]) == 0
     assert sorted(p.name for p in folder.iterdir()) == ["scene_attention_x0_y0.png", "scene_attention_x79_y47.png"]
     assert va.main([ckpt, str(img), "--pixel", "80", "0", "-o", str(folder)]) == 2  # outside the image
