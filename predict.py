@@ -25,7 +25,6 @@ preset gives the palette, the test resize and whole / sliding-window mode;
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -64,8 +63,8 @@ class ModelInfo:
 
 # --------------------------------------------------------------------------- model
 
-def _inspect(path: str) -> tuple[dict, str, Optional[int], bool]:
-    """``(settings, kind, classes of the classifier, has head weights)`` of a checkpoint file.
+def _inspect(path: str) -> tuple[dict, str, Optional[int], bool, Optional[dict]]:
+    """``(settings, kind, classes of the classifier, has head weights, train.py checkpoint or None)``.
 
     ``settings`` is a train.py checkpoint's ``config`` or a weights file's ``meta``.
     """
@@ -74,7 +73,8 @@ def _inspect(path: str) -> tuple[dict, str, Optional[int], bool]:
     try:
         ckpt = load_checkpoint(path)
         state, settings, kind = ckpt["model"], dict(ckpt.get("config") or {}), "train.py checkpoint"
-    except CheckpointError as first:  # not a train.py checkpoint: maybe a weights file
+    except CheckpointError as first:
+        ckpt = None  # not a train.py checkpoint: maybe a weights file
         try:
             state, meta = read_weights(path)
         except Exception as exc:  # noqa: BLE001  (any reader error means "not a checkpoint we know")
@@ -83,7 +83,7 @@ def _inspect(path: str) -> tuple[dict, str, Optional[int], bool]:
         settings, kind = dict(meta or {}) if isinstance(meta, dict) else {}, "weights file"
     bias = state.get("head.bottleneck.3.bias")
     classes = int(np.asarray(bias).shape[0]) if bias is not None else None
-    return settings, kind, classes, any(k.startswith("head.") for k in state)
+    return settings, kind, classes, any(k.startswith("head.") for k in state), ckpt
 
 
 def load_model(checkpoint: str, model: Optional[str] = None, dataset: Optional[str] = None,
@@ -107,7 +107,7 @@ def load_model(checkpoint: str, model: Optional[str] = None, dataset: Optional[s
         path = engine.find_checkpoint(checkpoint)
     except engine.CheckpointError as exc:
         raise PredictError(str(exc)) from None
-    settings, kind, head_classes, has_head = _inspect(path)
+    settings, kind, head_classes, has_head, ckpt = _inspect(path)
     if not has_head:
         raise PredictError(f"{path!r} has no 'head.*' weights: it looks like backbone weights "
                            f"(convert_weights.py output for ImageNet), not a trained segmentation model")
@@ -128,13 +128,8 @@ def load_model(checkpoint: str, model: Optional[str] = None, dataset: Optional[s
     if preset is not None and int(num_classes) != preset.num_classes:
         raise PredictError(f"{num_classes} classes (from {source}) do not match dataset "
                            f"{preset.name!r} ({preset.num_classes} classes)")
-    if model_opts is None and settings.get("overrides") and not settings.get("model_opts"):
-        # a whole CCNet converted by convert_weights.py records its build_model overrides in meta
-        model_opts = [f"{k}={json.dumps(v)}" for k, v in settings["overrides"].items()]
-    if recurrence is None:
-        recurrence = settings.get("recurrence")  # also from a converted file's meta
-    try:
-        net, _ = evaluate.load_model(path, int(num_classes), model, recurrence, model_opts)
+    try:  # the preset, options and recurrence come from the config / meta there
+        net, _ = evaluate.load_model(path, int(num_classes), model, recurrence, model_opts, checkpoint=ckpt)
     except (engine.CheckpointError, ValueError) as exc:
         raise PredictError(str(exc)) from None
     net.eval()

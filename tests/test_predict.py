@@ -128,3 +128,17 @@ def test_colour_and_overlay_helpers():
     image = np.full((2, 2, 3), 100, np.uint8)
     assert predict.overlay(image, colours, 0.0).tolist() == image.tolist()
     assert predict.overlay(image, colours, 1.0).tolist() == colours.tolist()
+
+
+def test_converted_weights_with_build_options(tmp_path):
+    """convert_weights.py records build_model overrides (e.g. an mmseg aux width) in meta."""
+    model = build_model("ccnet_demo", 3, aux_channels=8, recurrence=1)
+    path = str(tmp_path / "converted.pkl")
+    jt.save({"state_dict": model_state(model), "meta": {"arch": "ccnet_demo", "num_classes": 3, "recurrence": 1,
+                                                         "overrides": {"aux_channels": 8}}}, path)
+    net, info = predict.load_model(path)
+    assert (info.model, info.num_classes, info.recurrence, info.dataset) == ("ccnet_demo", 3, 1, None)
+    assert not net.is_training()
+    img = _image(tmp_path / "y.png", 20, 28)
+    assert predict.main([path, str(img), "-o", str(tmp_path / "o"), "--save-label"]) == 0
+    assert np.asarray(Image.open(tmp_path / "o" / "y_label.png")).max() < 3
