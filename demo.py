@@ -4,8 +4,9 @@
 
 1. ``datasets/demo.py``: writes ``data/demo_cityscapes`` (150 train / 30 val
    images of 128x256 in the Cityscapes layout, 5 classes) unless it exists;
-2. ``train.py``: ``ccnet_demo`` (VAN-B0 backbone, 128-channel RCCA head,
-   recurrence 2) from scratch, 128x128 crops, batch 8, SGD + poly;
+2. ``train.py``: ``ccnet_demo`` (a small VAN backbone, widths 16-32-64-128,
+   depths 1-1-2-1; 64-channel RCCA head, recurrence 2) from scratch, 128x128
+   crops, batch 8, 300 iterations, SGD + poly;
 3. ``evaluate.py``: whole-image evaluation on the val split, the per-class
    table, and colourised predictions in ``work_dirs/demo/eval_val/pred``.
 
