@@ -39,36 +39,14 @@ def image(batch=1, size=65, seed=0):
 torch = pytest.importorskip("torch", reason="the PyTorch CPU build is the parity reference (pip install torch)")
 tnn = torch.nn
 F = torch.nn.functional
-
-
-class TBottleneck(tnn.Module):
-    def __init__(self, inplanes, planes, stride=1, dilation=1, downsample=None):
-        super().__init__()
-        self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(planes)
-        self.conv2 = tnn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = tnn.BatchNorm2d(planes)
-        self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = tnn.BatchNorm2d(planes * 4)
-        self.downsample = downsample
-
-    def forward(self, x):
-        idt = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        return F.relu(self.bn3(self.conv3(out)) + idt)
+from torch_reference import make_layer  # noqa: E402  (needs torch)
 
 
 def _layers(module, inplanes, layers, contract):
     """layer1..4 with strides (1,2,1,1), dilations (1,1,2,4); ``contract`` halves a dilated stage's first block."""
     for i, (planes, n, s, d) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 1, 1), (1, 1, 2, 4))):
-        ds = None
-        if s != 1 or inplanes != planes * 4:
-            ds = tnn.Sequential(tnn.Conv2d(inplanes, planes * 4, 1, s, bias=False), tnn.BatchNorm2d(planes * 4))
         first = d // 2 if (contract and d > 1) else d
-        blocks = [TBottleneck(inplanes, planes, s, first, ds)] + [TBottleneck(planes * 4, planes, 1, d)
-                                                                  for _ in range(n - 1)]
-        setattr(module, f"layer{i + 1}", tnn.Sequential(*blocks))
+        setattr(module, f"layer{i + 1}", make_layer(inplanes, planes, s, [first] + [d] * (n - 1)))
         inplanes = planes * 4
 
 

@@ -28,41 +28,13 @@ from pretrained.torch_reader import CheckpointFormatError, read_torch_checkpoint
 torch = pytest.importorskip("torch", reason="the PyTorch CPU build is the parity reference (pip install torch)")
 tnn = torch.nn
 F = torch.nn.functional
+from torch_reference import make_layer  # noqa: E402  (needs torch)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL_TOL = 1e-4
 
 
 # ----------------------------------------------------------------------------- PyTorch references
-
-
-class TBottleneck(tnn.Module):
-    """torchvision / MIT / mmseg 'pytorch'-style Bottleneck: stride on conv2."""
-
-    def __init__(self, inplanes, planes, stride=1, dilation=1, downsample=None):
-        super().__init__()
-        self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(planes)
-        self.conv2 = tnn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = tnn.BatchNorm2d(planes)
-        self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = tnn.BatchNorm2d(planes * 4)
-        self.downsample = downsample
-
-    def forward(self, x):
-        idt = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        return F.relu(self.bn3(self.conv3(out)) + idt)
-
-
-def _make_layer(inplanes, planes, stride, dilations):
-    ds = None
-    if stride != 1 or inplanes != planes * 4:
-        ds = tnn.Sequential(tnn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), tnn.BatchNorm2d(planes * 4))
-    blocks = [TBottleneck(inplanes, planes, stride, dilations[0], ds)]
-    blocks += [TBottleneck(planes * 4, planes, 1, d) for d in dilations[1:]]
-    return tnn.Sequential(*blocks)
 
 
 class TResNet(tnn.Module):
@@ -92,7 +64,7 @@ class TResNet(tnn.Module):
         self.maxpool = tnn.MaxPool2d(3, 2, 1, ceil_mode=ceil_mode)
         for i, (planes, n, s, dils) in enumerate(zip((64, 128, 256, 512), layers, strides, dilations_per_layer)):
             assert len(dils) == n
-            setattr(self, f"layer{i + 1}", _make_layer(inplanes, planes, s, dils))
+            setattr(self, f"layer{i + 1}", make_layer(inplanes, planes, s, dils))
             inplanes = planes * 4
         self.fc = tnn.Linear(2048, 1000)
 
