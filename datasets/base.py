@@ -244,6 +244,13 @@ class SegmentationDataset(Dataset):
         with gid_lock:
             if self.num_idle.value:
                 self.gidc.notify_all()
+        # A Jittor worker claims a batch under the claim lock but announces
+        # itself in the worker-id queue only after releasing it, so two workers
+        # can announce in the opposite order of their claims. Batches are
+        # therefore matched to their position by their first sample's index
+        # (``meta["index"]``); one that arrives early waits in ``pending``.
+        first_index = [int(v) for v in np.asarray(index_list)[::self.real_batch_size]]
+        pending: dict[int, list] = {}
         for i in range(self.batch_len):
             if self._worker_epoch <= self._pass_epoch and gid_obj.value >= self.batch_len:
                 with gid_lock:
@@ -251,12 +258,15 @@ class SegmentationDataset(Dataset):
                         self.index_list_numpy[:] = self._get_index_list()   # the next pass
                         gid_obj.value = 0
                         self.gidc.notify_all()
-            worker_id = self.idqueue.pop()   # the worker that claimed the next batch
+            while not pending.get(first_index[i]):
+                worker_id = self.idqueue.pop()   # a worker that claimed a batch of this pass
+                self.last_ids[i % 10] = worker_id
+                received = self.workers[worker_id].buffer.recv()
+                pending.setdefault(int(received[2]["index"][0]), []).append(received)
             now = time.time()
             self.wait_time, start = now - start, now
-            self.last_ids[i % 10] = worker_id
             self.batch_id = i
-            batch = self.workers[worker_id].buffer.recv()
+            batch = pending[first_index[i]].pop(0)
             now = time.time()
             self.recv_time, start = now - start, now
             batch = self.to_jittor(batch)
@@ -376,7 +386,7 @@ class SegmentationDataset(Dataset):
             label = np.full(ori_size, self.ignore_index, dtype=np.int32)  # unlabelled: all ignore
         label = np.ascontiguousarray(label, dtype=np.int32)
         meta = {"name": sample.name, "image_path": sample.image, "ori_size": ori_size,
-                "has_label": sample.label is not None}
+                "has_label": sample.label is not None, "index": index}
         return image, label, meta
 
     # ------------------------------------------------------------------ batching

@@ -75,7 +75,7 @@ def test_two_processes_match_one(data, tmp_path):
 
     # resuming under MPI: 2 iterations, stop, resume for 2 more == the 4-iteration MPI run
     mpirun(2, "train.py", train_args(data, tmp_path / "mpi_half", *extra, "--stop-after", "2"))
-    out = mpirun(2, "train.py", ["--resume", tmp_path / "mpi_half", "--no-progress", "-j", "0"])
+    out = mpirun(2, "train.py", ["--resume", tmp_path / "mpi_half", "--no-progress", "-j", "2"])
     assert "resuming at iteration 2" in out and "max abs difference 0\n" in out
     c = engine.load_checkpoint(str(tmp_path / "mpi_half" / "checkpoint_last.pkl"))
     assert c["iter"] == 4

@@ -26,19 +26,18 @@ def max_diff(a, b):
     return max(float(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)).max()) for k in a)
 
 
-def test_resume_is_exact(blocks, tmp_path):
+@pytest.mark.parametrize("workers", [0, 4])
+def test_resume_is_exact(blocks, tmp_path, workers):
     """6 iterations in one run == 2 iterations, stop, resume, 4 more (mid-epoch stop, epoch boundary after)."""
     full, half = tmp_path / "full", tmp_path / "half"
     # random scale, mirror and dropout all on: every random draw must repeat
-    run(train_args(blocks, full, "--iters", 6))
-    first = run(train_args(blocks, half, "--iters", 6, "--stop-after", 2))
+    run(train_args(blocks, full, "--iters", 6, "-j", workers))
+    first = run(train_args(blocks, half, "--iters", 6, "--stop-after", 2, "-j", workers))
     assert first["iter"] == 2
     ck2 = engine.load_checkpoint(str(half / "checkpoint_last.pkl"))
     assert ck2["iter"] == 2
-    # The rest comes from the checkpoint; the worker count is taken from this
-    # command line (-j 0 as in the runs above: with Jittor's worker processes
-    # two consecutive batches can arrive swapped, see the README).
-    run(["--resume", half, "--print-freq", 1, "--no-progress", "-j", 0])
+    # The rest comes from the checkpoint; the worker count from this command line.
+    run(["--resume", half, "--print-freq", 1, "--no-progress", "-j", workers])
     a = engine.load_checkpoint(str(full / "checkpoint_last.pkl"))
     b = engine.load_checkpoint(str(half / "checkpoint_last.pkl"))
     assert a["iter"] == b["iter"] == 6
