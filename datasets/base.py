@@ -44,10 +44,11 @@ a run of complete passes never needs a restart), and the stop used by
 that queue: it stops new claims and the data buffers and drains the id queue
 until every worker is idle.
 
-Known upstream limitation: Jittor's workers claim a batch and then announce it
-in two separate critical sections, so under heavy CPU contention two
-consecutive batches can, rarely, arrive swapped. Their contents are not
-affected (each sample depends only on seed, epoch and index).
+Jittor's workers claim a batch and then announce it in two separate critical
+sections, so two workers can announce in the opposite order of their claims.
+``_iter_workers`` therefore matches each received batch to its position by
+its first sample's index (``meta["index"]``) and holds one that arrives early
+until its turn: batches come out in the same order as without workers.
 """
 from __future__ import annotations
 
