@@ -31,7 +31,7 @@ from pretrained.convert import (  # noqa: E402
     LAYOUTS,
     RESNET_LAYOUT_STEM,
     ConversionError,
-    compare_with_model,
+    check_fits,
     convert_backbone,
     default_output_name,
     describe_arch,
@@ -205,17 +205,8 @@ def convert_file(src: str, output: Optional[str] = None, arch: Optional[str] = N
             f"Use --arch {found} (or convert a {arch} checkpoint).")
 
     model = build_target(arch, layout)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing, unexpected, mismatched = compare_with_model(result.state_dict, expected)
-    if missing or unexpected or mismatched:
-        lines = [f"{src} does not fit {arch} (layout {layout}): {len(missing)} missing, "
-                 f"{len(unexpected)} unexpected, {len(mismatched)} with the wrong shape"]
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", [f"{k}: model {list(a)}, file {list(b)}" for k, a, b in mismatched])):
-            if items:
-                lines.append(f"  {title}: " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
-        lines.append(f"  Check --arch and --from (the keys look like layout {detected or 'unknown'}).")
-        raise ConversionError("\n".join(lines))
+    check_fits(result.state_dict, model, f"{src} does not fit {arch} (layout {layout})",
+               hint=f"Check --arch and --from (the keys look like layout {detected or 'unknown'}).")
 
     state_dict, cast = {}, Counter()
     for k, v in result.state_dict.items():

@@ -51,6 +51,7 @@ __all__ = [
     "convert_van_official",
     "convert_van_hf",
     "convert_backbone",
+    "check_fits",
     "compare_with_model",
     "describe_arch",
     "default_output_name",
@@ -217,7 +218,8 @@ def infer_arch(sd: Mapping[str, np.ndarray], layout: str) -> tuple[Optional[str]
 # ----------------------------------------------------------------------------- conversions
 
 
-def _common_skip(key: str) -> Optional[str]:
+def bn_counter_skip(key: str) -> Optional[str]:
+    """Why a key is dropped by every conversion (None: keep it)."""
     if key.endswith(_BN_COUNTER):
         return "BatchNorm batch counter (Jittor BatchNorm has none)"
     return None
@@ -229,7 +231,7 @@ def convert_resnet(sd: Mapping[str, np.ndarray], layout: str = "resnet_deep") ->
         raise ConversionError(f"not a ResNet layout: {layout!r}")
     res = ConversionResult()
     for key, value in sd.items():
-        reason = _common_skip(key)
+        reason = bn_counter_skip(key)
         if reason is None and key.startswith(("fc.", "head.", "neck.")):
             reason = "classifier/head (not part of the backbone)"
         if reason:
@@ -243,7 +245,7 @@ def convert_van_official(sd: Mapping[str, np.ndarray]) -> ConversionResult:
     """Official VAN: names kept; ``head.*`` (ImageNet classifier) dropped."""
     res = ConversionResult()
     for key, value in sd.items():
-        reason = _common_skip(key)
+        reason = bn_counter_skip(key)
         if reason is None and key.startswith("head."):
             reason = "ImageNet classifier head (not part of the backbone)"
         if reason:
@@ -295,7 +297,7 @@ def convert_van_hf(sd: Mapping[str, np.ndarray]) -> ConversionResult:
     res = ConversionResult()
     for key, value in sd.items():
         bare = key[len("van."):] if key.startswith("van.") else key
-        reason = _common_skip(key)
+        reason = bn_counter_skip(key)
         if reason is None and bare.startswith("classifier."):
             reason = "ImageNet classifier head (not part of the backbone)"
         if reason is None and bare.startswith("layernorm."):
@@ -351,6 +353,22 @@ def compare_with_model(sd: Mapping[str, np.ndarray], expected: Mapping[str, tupl
 
 
 # ----------------------------------------------------------------------------- output
+
+
+def check_fits(sd: Mapping[str, np.ndarray], model: Any, what: str, hint: Optional[str] = None) -> None:
+    """Raises :class:`ConversionError` listing missing, unexpected and wrong-shape keys of ``sd`` against ``model``."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing, unexpected, mismatched = compare_with_model(sd, expected)
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"{what}: {len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} with the wrong shape"]
+    for title, items in (("missing", missing), ("unexpected", unexpected),
+                         ("wrong shape", [f"{k}: model {list(a)}, file {list(b)}" for k, a, b in mismatched])):
+        if items:
+            lines.append(f"  {title}: " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
+    if hint:
+        lines.append(f"  {hint}")
+    raise ConversionError("\n".join(lines))
 
 
 def default_output_name(arch: str, layout: str) -> str:

@@ -56,7 +56,8 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from pretrained.convert import ConversionError, ConversionResult, compare_with_model, save_weights, unwrap_checkpoint
+from pretrained.convert import (ConversionError, ConversionResult, bn_counter_skip, check_fits, save_weights,
+                               unwrap_checkpoint)
 
 __all__ = [
     "CCNET_LAYOUTS",
@@ -105,17 +106,11 @@ def detect_ccnet_layout(sd: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def _skip_reason(key: str) -> Optional[str]:
-    if key.endswith("num_batches_tracked"):
-        return "BatchNorm batch counter (Jittor BatchNorm has none)"
-    return None
-
-
 def convert_ccnet_official(sd: Mapping[str, np.ndarray]) -> ConversionResult:
     """Official snapshot -> Jittor CCNet names (backbone under ``backbone.``)."""
     res = ConversionResult()
     for key, value in sd.items():
-        reason = _skip_reason(key)
+        reason = bn_counter_skip(key)
         if reason is None and key.startswith("fc."):
             reason = "ImageNet classifier (not part of CCNet)"
         if reason:
@@ -134,7 +129,7 @@ def convert_ccnet_mmseg(sd: Mapping[str, np.ndarray]) -> ConversionResult:
     """mmsegmentation CCNet -> Jittor CCNet names (official head layout)."""
     res = ConversionResult()
     for key, value in sd.items():
-        reason = _skip_reason(key)
+        reason = bn_counter_skip(key)
         if reason is None and key.startswith(("decode_head.loss", "auxiliary_head.loss")):
             reason = "loss module buffer"
         if reason:
@@ -280,16 +275,7 @@ def convert_ccnet_file(src: str, obj: Any, output: Optional[str] = None, preset:
         align_corners = from_meta
 
     model = build_model(preset, num_classes, recurrence=recurrence, **overrides)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing, unexpected, mismatched = compare_with_model(result.state_dict, expected)
-    if missing or unexpected or mismatched:
-        lines = [f"{src} does not fit {preset} ({num_classes} classes): {len(missing)} missing, "
-                 f"{len(unexpected)} unexpected, {len(mismatched)} with the wrong shape"]
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", [f"{k}: model {list(a)}, file {list(b)}" for k, a, b in mismatched])):
-            if items:
-                lines.append(f"  {title}: " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
-        raise ConversionError("\n".join(lines))
+    check_fits(result.state_dict, model, f"{src} does not fit {preset} ({num_classes} classes)")
     state_dict = OrderedDict((k, np.asarray(v, dtype=np.float32)) for k, v in result.state_dict.items())
     log(f"converted {len(state_dict)} tensors ({len(result.renamed)} renamed), skipped {len(result.skipped)}")
 
