@@ -47,6 +47,15 @@ def _rss_kb(field: str) -> int:
     return 0
 
 
+def write_json(path: str, record: dict) -> None:
+    """Write a benchmark record atomically (temp file, then rename) and say where."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(record, fh, indent=1)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
 def _inputs(shape, seed=0):
     import numpy as np
     B, C, H, W = shape
@@ -221,11 +230,7 @@ def main(argv=None) -> int:
                 "shape": args.shape, "warmup": args.warmup, "repeat": args.repeat,
                 "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                 "results": [{k: v for k, v in r.items() if k != "check"} for r in rows.values()]}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(info, fh, indent=1)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, info)
     return 0
 
 

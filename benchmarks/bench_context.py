@@ -58,7 +58,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cca import _rss_kb  # noqa: E402  (the same VmHWM/VmRSS reader as the CCA benchmark)
+from bench_cca import _rss_kb, write_json  # noqa: E402  (the same VmHWM/VmRSS reader as the CCA benchmark)
 
 BLOCKS = ("rcca", "nonlocal", "nonlocal-wang")
 MODES = ("fwd", "fwd+bwd")
@@ -296,11 +296,7 @@ def main(argv=None) -> int:
                 "paper": {"flop_reduction": PAPER_FLOP_REDUCTION, "memory_ratio": PAPER_MEMORY_RATIO,
                           "author_rcca_gflops_1x512x97x97": AUTHOR_RCCA_GFLOPS},
                 "shapes": records}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(info, fh, indent=1)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, info)
     return 0
 
 
