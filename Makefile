@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test demo bench clean-demo
+.PHONY: setup test demo bench
 
 setup: $(VENV)/.installed
 

@@ -15,13 +15,16 @@ below ``--min-miou`` (0.6). The run folder ``work_dirs/demo`` is recreated.
 """
 from __future__ import annotations
 
-import jittor_env  # noqa: F401  (must run before jittor is imported)
-
 import argparse
 import os
 import shutil
 import sys
 import time
+
+import jittor_env  # noqa: F401  (must run before jittor is imported)
+
+from datasets import demo as demo_data
+from engine import evaluation, training
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,10 +42,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    import evaluate  # noqa: PLC0415
-    import train  # noqa: PLC0415
-    from datasets import demo as demo_data  # noqa: PLC0415
-
     t0 = time.time()
     if not os.path.isfile(os.path.join(args.data_path, "val.lst")):
         counts = demo_data.write_cityscapes(args.data_path)
@@ -51,20 +50,14 @@ def main(args: argparse.Namespace) -> dict:
         print(f"using the demo dataset in {args.data_path}", flush=True)
     if os.path.isdir(args.output_dir):
         shutil.rmtree(args.output_dir)
-    progress = ["--no-progress"] if args.no_progress else []
-    train_args = train.get_args_parser().parse_args([
-        "--dataset", "demo", "--data-path", args.data_path, "--model", "ccnet_demo",
-        "--iters", str(args.iters), "-b", str(args.batch_size), "--crop-size", str(args.crop_size),
-        "-j", str(args.workers), "--output-dir", args.output_dir, "--eval-interval", "0",
-        "--snapshot-interval", str(max(1, args.iters // 3)), "--print-freq", "10", "--seed", "0",
-    ] + progress)
-    train.main(train_args)
+    training.run({"dataset": "demo", "data_path": args.data_path, "model": "ccnet_demo", "iters": args.iters,
+                  "batch_size": args.batch_size, "crop_size": [args.crop_size], "workers": args.workers,
+                  "output_dir": args.output_dir, "eval_interval": 0, "snapshot_interval": max(1, args.iters // 3),
+                  "print_freq": 10, "seed": 0, "no_progress": args.no_progress})
     t_train = time.time() - t0
-    eval_args = evaluate.get_args_parser().parse_args([
-        "--checkpoint", os.path.join(args.output_dir, "checkpoint_last.pkl"), "--dataset", "demo",
-        "--data-path", args.data_path, "--save-pred", "-j", str(args.workers),
-    ] + progress)
-    result = evaluate.main(eval_args)
+    result = evaluation.run({"checkpoint": os.path.join(args.output_dir, "checkpoint_last.pkl"), "dataset": "demo",
+                             "data_path": args.data_path, "save_pred": True, "workers": args.workers,
+                             "no_progress": args.no_progress})
     wall = time.time() - t0
     miou = result["mIoU"]
     print(f"\ndemo: mIoU {100 * miou:.2f} on the {result['images']} val images "
@@ -74,5 +67,6 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    summary = main(get_args_parser().parse_args())
-    sys.exit(0 if summary["mIoU"] >= get_args_parser().parse_args().min_miou else 1)
+    arguments = get_args_parser().parse_args()
+    summary = main(arguments)
+    sys.exit(0 if summary["mIoU"] >= arguments.min_miou else 1)

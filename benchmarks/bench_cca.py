@@ -34,79 +34,14 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench_common import cca_inputs, rss_kb, run_worker, torch_bmm, torch_einsum, write_record
 IMPLS = ("jittor-kernel", "jittor-reference", "torch-bmm", "torch-einsum")
 CHECK_SHAPE = (2, 16, 5, 7)
-
-
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def write_json(path: str, record: dict) -> None:
-    """Write a benchmark record atomically (temp file, then rename) and say where."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=1)
-    os.replace(tmp, path)
-    print(f"wrote {path}")
-
-
-def _inputs(shape, seed=0):
-    import numpy as np
-    B, C, H, W = shape
-    rng = np.random.default_rng(seed)
-    q = rng.standard_normal((B, C // 8, H, W)).astype(np.float32)
-    k = rng.standard_normal((B, C // 8, H, W)).astype(np.float32)
-    v = rng.standard_normal((B, C, H, W)).astype(np.float32)
-    return q, k, v
-
-
-# -- the PyTorch formulations, written from their formulas ----------------------
-
-def torch_bmm(q, k, v):
-    """Official CCNet pure-python formulation: batched matmuls per column and per row."""
-    import torch
-    B, _, H, W = q.shape
-    neg_inf_diag = torch.diag(torch.full((H,), float("-inf"), dtype=q.dtype, device=q.device)).unsqueeze(0)
-    q_col = q.permute(0, 3, 2, 1).reshape(B * W, H, -1)          # [(b x), y, c]
-    k_col = k.permute(0, 3, 1, 2).reshape(B * W, -1, H)          # [(b x), c, j]
-    q_row = q.permute(0, 2, 3, 1).reshape(B * H, W, -1)          # [(b y), x, c]
-    k_row = k.permute(0, 2, 1, 3).reshape(B * H, -1, W)          # [(b y), c, i]
-    e_col = (torch.bmm(q_col, k_col) + neg_inf_diag).view(B, W, H, H).permute(0, 2, 1, 3)  # [b, y, x, j]
-    e_row = torch.bmm(q_row, k_row).view(B, H, W, W)                                       # [b, y, x, i]
-    attention = torch.softmax(torch.cat([e_col, e_row], 3), dim=3)
-    a_col = attention[..., :H].permute(0, 2, 3, 1).reshape(B * W, H, H)   # [(b x), j, y]
-    a_row = attention[..., H:].permute(0, 1, 3, 2).reshape(B * H, W, W)   # [(b y), i, x]
-    v_col = v.permute(0, 3, 1, 2).reshape(B * W, -1, H)                   # [(b x), c, j]
-    v_row = v.permute(0, 2, 1, 3).reshape(B * H, -1, W)                   # [(b y), c, i]
-    out_col = torch.bmm(v_col, a_col).view(B, W, -1, H).permute(0, 2, 3, 1)
-    out_row = torch.bmm(v_row, a_row).view(B, H, -1, W).permute(0, 2, 1, 3)
-    return out_col + out_row
-
-
-def torch_einsum(q, k, v):
-    """mmcv formulation: einsum energies, -inf on the column's self entry."""
-    import torch
-    B, _, H, W = q.shape
-    neg_inf_diag = torch.diag(torch.full((H,), float("-inf"), dtype=q.dtype, device=q.device))
-    e_col = torch.einsum("bchw,bciw->bwhi", q, k) + neg_inf_diag   # [b, x, y, j]
-    e_col = e_col.transpose(1, 2)                                   # [b, y, x, j]
-    e_row = torch.einsum("bchw,bchj->bhwj", q, k)                   # [b, y, x, i]
-    attention = torch.softmax(torch.cat([e_col, e_row], dim=-1), dim=-1)
-    return (torch.einsum("bciw,bhwi->bchw", v, attention[..., :H])
-            + torch.einsum("bchj,bhwj->bchw", v, attention[..., H:]))
 
 
 # -- one implementation, in a subprocess ------------------------------------------
 
 def _worker(impl: str, mode: str, shape, warmup: int, repeat: int) -> dict:
-    sys.path.insert(0, ROOT)
-    import numpy as np
     if impl.startswith("jittor"):
         import jittor_env  # noqa: F401
         import jittor as jt
@@ -148,9 +83,9 @@ def _worker(impl: str, mode: str, shape, warmup: int, repeat: int) -> dict:
         device = "cpu"
         version = torch.__version__
 
-    check = to_numpy(run(make(_inputs(CHECK_SHAPE, seed=1)), False))
-    tensors = make(_inputs(shape))
-    base_kb = _rss_kb("VmRSS")
+    check = to_numpy(run(make(cca_inputs(CHECK_SHAPE, seed=1)), False))
+    tensors = make(cca_inputs(shape))
+    base_kb = rss_kb("VmRSS")
     backward = mode == "fwd+bwd"
     for _ in range(warmup):
         run(tensors, backward)
@@ -161,18 +96,13 @@ def _worker(impl: str, mode: str, shape, warmup: int, repeat: int) -> dict:
         times.append(time.perf_counter() - start)
     return {"impl": impl, "mode": mode, "device": device, "version": version,
             "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],
-            "peak_mb": (_rss_kb("VmHWM") - base_kb) / 1024, "check": check.tolist()}
+            "peak_mb": (rss_kb("VmHWM") - base_kb) / 1024, "check": check.tolist()}
 
 
 def _run_worker(impl, mode, args) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--mode", mode,
            "--shape", *map(str, args.shape), "--warmup", str(args.warmup), "--repeat", str(args.repeat)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    for line in result.stdout.splitlines()[::-1]:
-        if line.startswith("{"):
-            return json.loads(line)
-    print(f"{impl} {mode} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
-    return None
+    return run_worker(cmd, f"{impl} {mode}")
 
 
 def _torch_available() -> bool:
@@ -230,7 +160,7 @@ def main(argv=None) -> int:
                 "shape": args.shape, "warmup": args.warmup, "repeat": args.repeat,
                 "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                 "results": [{k: v for k, v in r.items() if k != "check"} for r in rows.values()]}
-        write_json(args.json, info)
+        write_record(args.json, info)
     return 0
 
 

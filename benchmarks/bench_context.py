@@ -52,13 +52,10 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cca import _rss_kb, write_json  # noqa: E402  (the same VmHWM/VmRSS reader as the CCA benchmark)
+from bench_common import rss_kb, run_worker, write_record
 
 BLOCKS = ("rcca", "nonlocal", "nonlocal-wang")
 MODES = ("fwd", "fwd+bwd")
@@ -126,7 +123,6 @@ def _build(block: str, C: int, impl: str):
 def measure(block: str, mode: str, shape, warmup: int = 2, repeat: int = 5, recurrence: int = 2,
             device: str = "cpu", impl: str = "kernel") -> dict:
     """Times ``block`` in this process and measures its peak memory (call it in a fresh process)."""
-    sys.path.insert(0, ROOT)
     import numpy as np
     import jittor_env  # noqa: F401
     import jittor as jt
@@ -143,7 +139,7 @@ def measure(block: str, mode: str, shape, warmup: int = 2, repeat: int = 5, recu
     params = module.parameters()
     jt.sync_all(True)
     input_bytes = 4 * (x.numel() + sum(p.numel() for p in params))
-    base_kb = _rss_kb("VmRSS")
+    base_kb = rss_kb("VmRSS")
 
     def run():
         if mode == "fwd":
@@ -167,7 +163,7 @@ def measure(block: str, mode: str, shape, warmup: int = 2, repeat: int = 5, recu
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    rss_mb = (_rss_kb("VmHWM") - base_kb) / 1024 if device == "cpu" else None
+    rss_mb = (rss_kb("VmHWM") - base_kb) / 1024 if device == "cpu" else None
     with jt.flag_scope(profile_memory_enable=1):
         run()
         peak_bytes = int(jt.get_max_memory_info().split(_MEM_DIV)[0])
@@ -182,12 +178,7 @@ def _run_worker(block: str, mode: str, shape, args) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", block, "--mode", mode,
            "--shapes", *map(str, shape), "--warmup", str(args.warmup), "--repeat", str(args.repeat),
            "--recurrence", str(args.recurrence), "--device", args.device, "--impl", args.impl]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    for line in result.stdout.splitlines()[::-1]:
-        if line.startswith("{"):
-            return json.loads(line)
-    print(f"{block} {mode} {list(shape)} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
-    return None
+    return run_worker(cmd, f"{block} {mode} {list(shape)}")
 
 
 # -- the report -----------------------------------------------------------------
@@ -296,7 +287,7 @@ def main(argv=None) -> int:
                 "paper": {"flop_reduction": PAPER_FLOP_REDUCTION, "memory_ratio": PAPER_MEMORY_RATIO,
                           "author_rcca_gflops_1x512x97x97": AUTHOR_RCCA_GFLOPS},
                 "shapes": records}
-        write_json(args.json, info)
+        write_record(args.json, info)
     return 0
 
 

@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import re
 import statistics
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from bench_common import ROOT, torch_bmm, torch_einsum, write_record
 
 CHECK_SHAPES = [  # value shape [B, C, H, W]; query/key have max(C // 8, 1) channels
     (2, 24, 13, 29), (1, 16, 1, 33), (1, 16, 31, 1), (2, 512, 97, 97), (1, 512, 129, 257)]
@@ -228,7 +226,6 @@ def time_cuda(fn, warmup, repeat):
 
 def benchmark(kernels, device, warmup, repeat) -> list[dict]:
     import torch
-    from bench_cca import torch_bmm, torch_einsum
     ours = make_autograd(kernels)
     impls = {"kernel": ours, "torch-bmm": torch_bmm, "torch-einsum": torch_einsum}
     rows = []
@@ -315,13 +312,9 @@ def main(argv=None) -> int:
     date = datetime.date.today().isoformat()
     out = args.out or os.path.join(ROOT, "benchmarks", "results",
                                    f"gpu_check_{re.sub(r'[^A-Za-z0-9]+', '_', gpu)}_{date}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
     record = {"gpu": gpu, "date": date, "cuda": torch.version.cuda, "torch": torch.__version__,
               "checks": checks, "timings": timings, "jittor_cuda": jittor}
-    with open(out + ".tmp", "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(out + ".tmp", out)
-    print(f"wrote {out}")
+    write_record(out, record)
     return 0 if all(r["ok"] for r in checks) else 1
 
 

@@ -1,26 +1,32 @@
 """Datasets: Cityscapes, ADE20K, Pascal VOC and the generated demo.
 
-``build_dataset`` is what train.py and evaluate.py call: it reads the
+One file per dataset layout (``cityscapes.py``, ``ade20k.py``, ``voc.py``),
+what they share in ``base.py`` (reading, label mapping, batching), the Jittor
+loader underneath in ``loader.py`` (epochs, MPI shards, worker fixes), the
+presets in ``presets.py`` and the paired transforms in ``transforms.py``;
+``demo.py`` generates the demo dataset.
+
+:func:`build_dataset` is what training and evaluation call: it reads the
 preset, picks the dataset class and builds the training or evaluation
 transform with the backbone's input normalisation.
 """
-import jittor_env  # noqa: F401  (must run before jittor is imported)
-
 from typing import Any, Optional
+
+import jittor_env  # noqa: F401  (must run before jittor is imported)
 
 from models.input_norm import InputNorm
 
 from .ade20k import ADE20KDataset
-from .base import DatasetError, Sample, SegmentationDataset
-from .cityscapes import CITYSCAPES_ID_TO_TRAINID, CityscapesDataset
+from .base import DatasetError, Sample, SegmentationDataset, read_image
+from .cityscapes import CITYSCAPES_ID_TO_TRAINID, CityscapesDataset, label_id_lut
 from .presets import PRESETS, DatasetPreset, get_preset
 from .transforms import build_eval_transform, build_train_transform
 from .voc import VOCDataset
 
 __all__ = [
     "ADE20KDataset", "CityscapesDataset", "VOCDataset", "SegmentationDataset", "Sample",
-    "DatasetError", "DatasetPreset", "PRESETS", "get_preset", "CITYSCAPES_ID_TO_TRAINID",
-    "build_dataset", "build_train_transform", "build_eval_transform",
+    "DatasetError", "DatasetPreset", "PRESETS", "get_preset", "CITYSCAPES_ID_TO_TRAINID", "label_id_lut",
+    "read_image", "build_dataset", "build_train_transform", "build_eval_transform",
 ]
 
 
@@ -29,7 +35,7 @@ def build_dataset(preset_name: str, root: str, split: Optional[str] = None, trai
                   crop_size: Optional[tuple[int, int]] = None,
                   test_size: Optional[tuple[int, int]] = None,
                   scale_range: Optional[tuple[float, float]] = None,
-                  list_file: Optional[str] = None, seed: int = 0,
+                  list_file: Optional[str] = None, seed: int = 0, flip: bool = True,
                   **loader_kwargs: Any) -> SegmentationDataset:
     """The dataset of preset ``preset_name`` under ``root``, ready to iterate.
 
@@ -43,6 +49,7 @@ def build_dataset(preset_name: str, root: str, split: Optional[str] = None, trai
             (optional resize, normalise) with ``batch_size=1``.
         input_norm: the backbone's normalisation (``models.input_norm``); required.
         crop_size, test_size, scale_range: override the preset.
+        flip: the random horizontal flip of the training transform.
         list_file: Cityscapes-layout datasets only: an official ``.lst`` file.
         seed: shuffle and augmentation seed (the same on every MPI rank).
         **loader_kwargs: Jittor loader options (``batch_size`` is global under MPI,
@@ -55,7 +62,8 @@ def build_dataset(preset_name: str, root: str, split: Optional[str] = None, trai
     if split is None:
         split = preset.train_split if train else preset.val_split
     if train:
-        transform = build_train_transform(preset, input_norm, crop_size=crop_size, scale_range=scale_range)
+        transform = build_train_transform(preset, input_norm, crop_size=crop_size, scale_range=scale_range,
+                                          flip=flip)
         loader = {"batch_size": preset.batch_size, "shuffle": True, "drop_last": True}
     else:
         transform = build_eval_transform(preset, input_norm, test_size=test_size)

@@ -1,4 +1,4 @@
-"""Shared Jittor ``Dataset`` base for the segmentation datasets.
+"""What every segmentation dataset shares: reading files, label mapping, batching.
 
 :class:`SegmentationDataset` holds a list of (image, label) file pairs and
 does everything that is not specific to one dataset layout:
@@ -7,63 +7,23 @@ does everything that is not specific to one dataset layout:
   PNGs give their indices), with errors that name the file;
 * label mapping through a per-dataset lookup table, and a check that every
   value is a class id in ``[0, num_classes)`` or the ignore label;
-* repeatable randomness: the shuffle order of a pass depends only on
-  ``(seed, epoch)`` and a sample's augmentation only on
-  ``(seed, epoch, sample index)``, so worker processes, MPI ranks and reruns
-  all see the same data;
+* repeatable randomness: a sample's augmentation depends only on
+  ``(seed, epoch, sample index)``; the order of a pass on ``(seed, epoch)``
+  (:class:`datasets.loader.EpochLoader`, the Jittor loader underneath);
 * a collate function that stacks images and labels and keeps the metadata
   (names, original sizes) as plain Python lists.
-
-Jittor conventions kept: ``batch_size`` is the *global* batch size; under MPI
-(``mpirun``) Jittor gives each rank its ``batch_size / world_size`` share of
-every batch, from the same shuffled order on all ranks. ``len(dataset)``
-counts batches (per rank); :attr:`SegmentationDataset.num_samples` counts
-samples.
-
-How the epoch reaches worker processes: Jittor forks its workers once and
-sends them only the index list of each pass. Each index therefore encodes the
-epoch, ``index = epoch_code * num_samples + sample``, and ``__getitem__``
-decodes it. Each ``iter()`` is one epoch (``set_epoch`` jumps, e.g. on
-resume). Jittor's worker path prefetches the next pass's index list from
-inside the current pass, at a time that depends on worker timing, so the
-epoch of each list is tracked explicitly (see ``_get_index_list``); with its
-own shuffle generator the order would differ between ``num_workers=0`` and
-``num_workers>0``.
-
-Worker pacing and restarts (why the worker path has its own consumer loop,
-``_iter_workers``): Jittor's loop hands its workers the next pass's index list
-whenever they have claimed every batch of the current list, checked at every
-batch, so behind a slow consumer they ran whole passes ahead (bounded only by
-the 512 MB buffer per worker). The next pass then had to restart them, and
-Jittor's ``_stop_all_workers`` stops the shared worker-id queue (2 KB, ~227
-ids) while workers still write to it: a worker blocked on that full queue gets
-``RingBuffer.push ... Failed reason: stop`` and its error handler sends SIGINT
-to the main process. Here the workers get at most the *next* pass's list (so
-a run of complete passes never needs a restart), and the stop used by
-``reset()`` (abandoned pass, ``set_epoch`` jump, ``set_attrs``) never stops
-that queue: it stops new claims and the data buffers and drains the id queue
-until every worker is idle.
-
-Jittor's workers claim a batch and then announce it in two separate critical
-sections, so two workers can announce in the opposite order of their claims.
-``_iter_workers`` therefore matches each received batch to its position by
-its first sample's index (``meta["index"]``) and holds one that arrives early
-until its turn: batches come out in the same order as without workers.
 """
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import jittor_env  # noqa: F401  (before jittor)
-
 import cv2
-import jittor as jt
 import numpy as np
-from jittor.dataset import Dataset
 from PIL import Image
+
+from .loader import EpochLoader
 
 __all__ = ["Sample", "DatasetError", "SegmentationDataset", "read_image", "read_label_raw",
            "require_dir", "pair_samples"]
@@ -148,7 +108,7 @@ def make_lut(mapping: dict[int, int]) -> np.ndarray:
     return lut
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(EpochLoader):
     """Base class: a list of :class:`Sample` pairs read as ``(image, label, meta)``.
 
     ``image`` is float32 CxHxW after the transform (normalised by the
@@ -161,184 +121,24 @@ class SegmentationDataset(Dataset):
     Subclasses build ``samples`` from their layout and implement
     :meth:`label_lut`. Loader options (``batch_size``, ``shuffle``,
     ``drop_last``, ``num_workers``, ...) are Jittor's and can also be changed
-    later with ``set_attrs``.
+    later with ``set_attrs``; ``seed`` fixes order and augmentation.
     """
 
     def __init__(self, samples: list[Sample], num_classes: int,
                  transform: Optional[Callable] = None, ignore_index: int = 255,
                  seed: int = 0, **loader_kwargs: Any) -> None:
-        loader_kwargs.setdefault("batch_size", 1)
-        super().__init__(**loader_kwargs)
         if not samples:
             raise FileNotFoundError(f"{type(self).__name__}: no samples found")
+        super().__init__(len(samples), seed=seed, **loader_kwargs)
         self.samples = list(samples)
         self.num_classes = num_classes
         self.transform = transform
         self.ignore_index = ignore_index
-        self.seed = seed
-        self.epoch = 0               # the epoch the next pass will use
-        self._pass_epoch = 0         # the epoch of the pass in progress
-        self._worker_epoch = 0       # the epoch of the index list the workers hold
-        self._top_call_pending = False
-        self._pass_completed = True
-        self.set_attrs(total_len=len(self.samples))
-
-    # ------------------------------------------------------------------ sizes and epochs
 
     @property
     def num_samples(self) -> int:
         """Number of samples (``len(dataset)`` is the number of batches, Jittor's convention)."""
         return len(self.samples)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next pass use ``epoch`` (shuffle order and augmentation), e.g. on resume."""
-        self.epoch = int(epoch)
-
-    def _max_epoch_code(self) -> int:
-        return max(1, (2 ** 31 - 1) // self.num_samples)  # indices travel as int32
-
-    def __iter__(self):
-        if self.endless:
-            raise ValueError(f"{type(self).__name__} does not support endless=True; "
-                             "iterate it once per epoch instead")
-        epoch = self.epoch
-        self.epoch += 1
-        # After a completed pass, the workers hold either the next pass's index
-        # list (prefetched) or the finished one (they prefetch at our first batch).
-        ready = self._pass_completed and (
-            self._worker_epoch == epoch
-            or (self._worker_epoch == self._pass_epoch and epoch == self._pass_epoch + 1))
-        if hasattr(self, "workers") and not ready:
-            # The workers hold batches of another pass (an abandoned pass, or a
-            # set_epoch jump): restart them rather than yield those.
-            self.reset()
-        self._pass_epoch = epoch
-        self._top_call_pending = True
-        self._pass_completed = False
-        if self._disable_workers:   # as in Jittor's __iter__
-            self.num_workers = 0
-        if self.num_workers:
-            yield from self._iter_workers()
-        else:
-            yield from super().__iter__()
-        self._pass_completed = True
-
-    def _iter_workers(self):
-        """Jittor's worker consumer loop, but the workers stay at most one pass ahead.
-
-        Jittor reloads the workers' index list whenever they have claimed all of
-        it, as often as that happens during a pass; behind a slow consumer they
-        then ran several passes ahead, and the next pass had to restart them.
-        Here the next pass's list is handed over once per pass: when the
-        workers' list is not already ahead of the pass being consumed. The
-        list is written under the claim lock, which the workers also hold while
-        copying their batch's indices, so this does not wait for idle workers.
-        """
-        index_list = self._get_index_list()   # this pass's list (used when the workers start)
-        if not hasattr(self, "workers"):
-            self._init_workers(index_list)
-            self.last_ids = [-1] * 10
-        gid_obj = self.gid.get_obj()
-        gid_lock = self.gid.get_lock()
-        start = time.time()
-        self.batch_time = 0
-        with gid_lock:
-            if self.num_idle.value:
-                self.gidc.notify_all()
-        # A Jittor worker claims a batch under the claim lock but announces
-        # itself in the worker-id queue only after releasing it, so two workers
-        # can announce in the opposite order of their claims. Batches are
-        # therefore matched to their position by their first sample's index
-        # (``meta["index"]``); one that arrives early waits in ``pending``.
-        first_index = [int(v) for v in np.asarray(index_list)[::self.real_batch_size]]
-        pending: dict[int, list] = {}
-        for i in range(self.batch_len):
-            if self._worker_epoch <= self._pass_epoch and gid_obj.value >= self.batch_len:
-                with gid_lock:
-                    if self._worker_epoch <= self._pass_epoch and gid_obj.value >= self.batch_len:
-                        self.index_list_numpy[:] = self._get_index_list()   # the next pass
-                        gid_obj.value = 0
-                        self.gidc.notify_all()
-            while not pending.get(first_index[i]):
-                worker_id = self.idqueue.pop()   # a worker that claimed a batch of this pass
-                self.last_ids[i % 10] = worker_id
-                received = self.workers[worker_id].buffer.recv()
-                pending.setdefault(int(received[2]["index"][0]), []).append(received)
-            now = time.time()
-            self.wait_time, start = now - start, now
-            self.batch_id = i
-            batch = pending[first_index[i]].pop(0)
-            now = time.time()
-            self.recv_time, start = now - start, now
-            batch = self.to_jittor(batch)
-            now = time.time()
-            self.to_jittor_time, start = now - start, now
-            yield batch
-            now = time.time()
-            self.batch_time, start = now - start, now
-
-    _STOP_TIMEOUT = 60.0  # seconds to wait for busy workers in _stop_all_workers
-
-    def _stop_all_workers(self):
-        """Bring every worker to idle without stopping the worker-id queue (used by ``reset``).
-
-        Replaces Jittor's version, which stops the id queue: a worker blocked
-        pushing to that queue while it is full then fails ("RingBuffer.push ...
-        Failed reason: stop") and sends SIGINT to the main process. Instead:
-        no new claims, stop the data buffers (a worker blocked sending a batch
-        drops it), and pop ids from the queue until all workers are idle.
-        """
-        gid_lock = self.gid.get_lock()
-        with gid_lock:
-            self.gid.get_obj().value = self.batch_len   # no new claims
-        for w in self.workers:
-            w.buffer.stop()
-        deadline = time.monotonic() + self._STOP_TIMEOUT
-        while True:
-            self._drain_idqueue()
-            with gid_lock:
-                if self.num_idle.value >= self.num_workers:
-                    break
-                self.num_idle_c.wait(0.05)
-                if self.num_idle.value >= self.num_workers:
-                    break
-            if time.monotonic() > deadline or not any(w.p.is_alive() for w in self.workers):
-                break   # a hung or dead worker: reset() terminates them next
-        self._drain_idqueue()
-        for w in self.workers:
-            w.buffer.clear()
-        self.idqueue.clear()
-        self.gid.value = 0
-
-    def _drain_idqueue(self):
-        # pop only complete records (committed pushes), so this never blocks
-        while self.idqueue.total_push() > self.idqueue.total_pop():
-            self.idqueue.pop()
-
-    def _get_index_list(self):
-        # Called once when a pass starts (with workers already running the result
-        # is discarded) and, with workers, again from inside the pass once all
-        # its batches are claimed, to prefetch the *next* pass (``_iter_workers``).
-        # Which pass a list is for is therefore tracked here, not counted from calls.
-        if self._top_call_pending:
-            self._top_call_pending = False
-            epoch = self._pass_epoch
-            if self.num_workers and not hasattr(self, "workers"):
-                self._worker_epoch = epoch
-        else:
-            self._worker_epoch += 1
-            epoch = self._worker_epoch
-        n = self.num_samples
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        else:
-            order = np.arange(n)
-        # Jittor's own shuffle generator would differ between its worker and
-        # single-process paths; hand it this order through the ``sampler`` hook
-        # (its MPI scatter still applies) with the epoch encoded in each index.
-        code = epoch % self._max_epoch_code()
-        self.sampler = (order + code * n).tolist()
-        return super()._get_index_list()
 
     # ------------------------------------------------------------------ reading
 
@@ -358,16 +158,9 @@ class SegmentationDataset(Dataset):
                 f"{type(self).__name__} ({self.num_classes} classes after mapping) nor the ignore label")
         return lut[raw].astype(np.uint8)
 
-    def get(self, index: int, epoch: int = 0):
-        """Sample ``index`` as the pass of ``epoch`` would load it."""
-        return self[(epoch % self._max_epoch_code()) * self.num_samples + index]
-
     def __getitem__(self, index: int):
-        n = self.num_samples
         index = int(index)
-        if not 0 <= index < n * self._max_epoch_code():
-            raise IndexError(f"sample index {index} out of range for {n} samples")
-        epoch_code, i = divmod(index, n)
+        epoch_code, i = self.decode_index(index)
         sample = self.samples[i]
         rng = np.random.default_rng([self.seed, epoch_code, i])
 
@@ -403,17 +196,6 @@ class SegmentationDataset(Dataset):
                                "images of different sizes, or a fixed crop/test size")
         meta = {key: [m[key] for m in metas] for key in metas[0]}
         return np.stack(images), np.stack(labels), meta
-
-    def to_jittor(self, batch):
-        image, label, meta = batch
-        # Jittor's worker ring buffer turns tuples into lists; restore them.
-        meta = {k: [tuple(v) if isinstance(v, list) else v for v in vals] for k, vals in meta.items()}
-        if not self.keep_numpy_array:
-            image = image if isinstance(image, jt.Var) else jt.array(image)
-            label = label if isinstance(label, jt.Var) else jt.array(label)
-            if self.stop_grad:
-                image, label = image.stop_grad(), label.stop_grad()
-        return image, label, meta
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_samples={self.num_samples}, num_classes={self.num_classes}, "

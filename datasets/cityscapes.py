@@ -18,7 +18,7 @@ import numpy as np
 
 from .base import Sample, SegmentationDataset, make_lut, pair_samples, require_dir
 
-__all__ = ["CityscapesDataset", "CITYSCAPES_ID_TO_TRAINID", "LAYOUT"]
+__all__ = ["CityscapesDataset", "CITYSCAPES_ID_TO_TRAINID", "LAYOUT", "label_id_lut"]
 
 # Official id -> trainId table (cityscapesScripts labels.py, CCNet dataset/datasets.py).
 # Every other id (0-6, 9, 10, 14-16, 18, 29, 30 and -1, stored as 255) is ignored.
@@ -27,6 +27,21 @@ CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
     23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }
 _IGNORED_IDS = [i for i in range(34) if i not in CITYSCAPES_ID_TO_TRAINID] + [255]
+
+
+
+def label_id_lut(train_ids: Optional[Sequence[int]] = None) -> np.ndarray:
+    """256-entry table: predicted class -> Cityscapes label id (the test server's PNGs).
+
+    ``train_ids`` are the Cityscapes train ids of the classes in order
+    (all 19 when None; the demo keeps 5).
+    """
+    train_to_label = {t: i for i, t in CITYSCAPES_ID_TO_TRAINID.items()}
+    lut = np.zeros(256, np.uint8)
+    for cls, train_id in enumerate(range(19) if train_ids is None else train_ids):
+        lut[cls] = train_to_label[train_id]
+    return lut
+
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"

@@ -54,7 +54,7 @@ class DatasetPreset:
     train_split: str
     val_split: str
     crop_size: tuple[int, int]
-    scale_range: tuple[float, float]
+    scale_range: tuple[float, float] | None = None
     scales: tuple[float, ...] = ()
     base_size: tuple[int, int] | None = None
     cat_max_ratio: float = 1.0
@@ -84,6 +84,8 @@ class DatasetPreset:
         if len(self.palette) != self.num_classes:
             raise ValueError(f"preset {self.name!r}: {len(self.palette)} palette colours "
                              f"for num_classes={self.num_classes}")
+        if not self.scales and self.scale_range is None:
+            raise ValueError(f"preset {self.name!r}: give the random scales or a scale_range")
         if self.test_mode not in ("whole", "slide"):
             raise ValueError(f"preset {self.name!r}: test_mode must be 'whole' or 'slide', "
                              f"got {self.test_mode!r}")
@@ -210,7 +212,6 @@ PRESETS: dict[str, DatasetPreset] = {
         train_split="train",
         val_split="val",
         crop_size=(769, 769),
-        scale_range=(0.7, 2.1),
         scales=tuple(round(0.7 + i / 10, 1) for i in range(15)),  # official {0.7, ..., 2.1}
         base_size=None,
         test_mode="slide",

@@ -35,6 +35,7 @@ from models.input_norm import InputNorm
 from .presets import DatasetPreset
 
 __all__ = [
+    "pair",
     "Compose",
     "RandomResize",
     "Resize",
@@ -50,6 +51,17 @@ __all__ = [
 
 Label = Optional[np.ndarray]
 Transform = Callable[[np.ndarray, Label, np.random.Generator], tuple[np.ndarray, Label]]
+
+
+def pair(value, name: str = "size") -> tuple[int, int]:
+    """``N``, ``[N]`` or ``(H, W)`` as ``(H, W)`` of positive integers; a ValueError naming ``name`` otherwise."""
+    values = [value] if isinstance(value, (int, np.integer)) else list(value)
+    if len(values) == 1:
+        values = values * 2
+    if (len(values) != 2 or not all(isinstance(v, (int, np.integer)) or float(v).is_integer() for v in values)
+            or min(values) <= 0):
+        raise ValueError(f"{name} takes one or two positive integers (H [W]), got {value}")
+    return int(values[0]), int(values[1])
 
 
 def _need_label(label: Label, name: str) -> np.ndarray:
@@ -159,9 +171,7 @@ class RandomCrop:
 
     def __init__(self, crop_size: tuple[int, int], cat_max_ratio: float = 1.0,
                  ignore_index: int = 255, max_tries: int = 10) -> None:
-        if len(crop_size) != 2 or min(crop_size) <= 0:
-            raise ValueError(f"crop_size must be two positive ints (h, w), got {crop_size}")
-        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.crop_size = pair(crop_size, "crop_size")
         self.cat_max_ratio = cat_max_ratio
         self.ignore_index = ignore_index
         self.max_tries = max_tries
@@ -309,11 +319,12 @@ class ToCHW:
 def build_train_transform(preset: DatasetPreset, input_norm: InputNorm,
                           crop_size: tuple[int, int] | None = None,
                           scale_range: tuple[float, float] | None = None,
-                          photometric: bool | None = None) -> Compose:
+                          photometric: bool | None = None, flip: bool = True) -> Compose:
     """The preset's training pipeline; the keyword arguments override the preset.
 
     Passing ``scale_range`` switches from the preset's discrete scale set (if
-    any) to a uniform range.
+    any) to a uniform range; ``(1, 1)`` keeps the size. ``flip=False`` drops
+    the random horizontal flip.
     """
     crop = tuple(crop_size) if crop_size is not None else preset.crop_size
     if scale_range is not None:
@@ -324,8 +335,9 @@ def build_train_transform(preset: DatasetPreset, input_norm: InputNorm,
     steps: list[Transform] = [
         resize,
         RandomCrop(crop, cat_max_ratio=preset.cat_max_ratio, ignore_index=preset.ignore_index),
-        RandomHorizontalFlip(0.5),
     ]
+    if flip:
+        steps.append(RandomHorizontalFlip(0.5))
     if preset.photometric if photometric is None else photometric:
         steps.append(PhotoMetricDistortion())
     steps += [Normalize(input_norm), Pad(crop, ignore_index=preset.ignore_index), ToCHW()]

@@ -27,9 +27,15 @@ from typing import Optional
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
+from models import resnet, van
 from models.ccnet import CCNet
 
-__all__ = ["CCNet", "MODEL_PRESETS", "build_model", "build_backbone"]
+__all__ = ["CCNet", "BACKBONES", "MODEL_PRESETS", "build_model", "build_backbone"]
+
+#: Backbone builder name -> builder (``pretrained=`` takes a converted weights file).
+#: ``convert_weights.py`` converts ImageNet checkpoints for exactly these.
+BACKBONES = {"resnet50": resnet.resnet50, "resnet101": resnet.resnet101,
+             **{name: getattr(van, name) for name in van.VAN_CONFIGS}}
 
 _OFFICIAL_HEAD = dict(channels=512, aux_channels=512, aux_bias=True, activation="leaky_relu",
                       align_corners=True, recurrence=2)
@@ -70,14 +76,11 @@ _CCNET_ARGS = ("recurrence", "channels", "aux_channels", "aux_bias", "activation
 
 
 def build_backbone(name: str, pretrained: Optional[str] = None, **kwargs):
-    """A backbone by builder name (``resnet50``, ``resnet101``, ``van_b0`` ..), optionally with weights."""
-    if name in ("resnet50", "resnet101"):
-        from models import resnet  # noqa: PLC0415
-        return getattr(resnet, name)(pretrained=pretrained, **kwargs)
-    if name.startswith("van_"):
-        from models.van import build_van  # noqa: PLC0415
-        return build_van(name, pretrained=pretrained, **kwargs)
-    raise ValueError(f"unknown backbone {name!r}")
+    """A backbone by builder name (a key of :data:`BACKBONES`), optionally with converted weights."""
+    name = van.VAN_LEGACY_NAMES.get(name, name)
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}")
+    return BACKBONES[name](pretrained=pretrained, **kwargs)
 
 
 def build_model(name: str, num_classes: int, recurrence: Optional[int] = None,

@@ -27,6 +27,8 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
+from engine.compat import reindex
+
 __all__ = ["ca_weight", "ca_map", "criss_cross_attention", "CrissCrossAttention", "IMPLS"]
 
 IMPLS = ("kernel", "reference")
@@ -152,7 +154,7 @@ def _ca_weight_reference(query: jt.Var, key: jt.Var) -> jt.Var:
     if H == 1:
         return row
     # Column slot t of pixel (y, x) is row j = t + (t >= y) of that column.
-    col = col.reindex([B, H - 1, H, W], ["i0", "i3", "i2", "i1+(i2<=i1)"])
+    col = reindex(col, [B, H - 1, H, W], ["i0", "i3", "i2", "i1+(i2<=i1)"])
     return jt.concat([row, col], dim=1)
 
 
@@ -162,9 +164,8 @@ def _ca_map_reference(attention: jt.Var, value: jt.Var) -> jt.Var:
     out = jt.matmul(value.permute(0, 2, 1, 3), row).permute(0, 2, 1, 3)
     if H > 1:
         # col[b, x, j, y] = attention[b, s(j, y), y, x] for j != y, else 0
-        # (j == y maps to index -1: out of range, so reindex fills 0; Jittor's
-        # index expressions must not contain '>')
-        col = attention.reindex([B, W, H, H], ["i0", f"i2==i3?-1:{W}+i2-(i3<i2)", "i3", "i1"])
+        # (j == y maps to index -1: out of range, so reindex fills 0)
+        col = reindex(attention, [B, W, H, H], ["i0", f"i2==i3?-1:{W}+i2-(i3<i2)", "i3", "i1"])
         out = out + jt.matmul(value.permute(0, 3, 1, 2), col).permute(0, 2, 3, 1)
     return out
 

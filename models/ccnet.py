@@ -47,10 +47,11 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
+from engine.compat import ChannelDropout, materialize
 from models.cca import CrissCrossAttention, ca_map, ca_weight
 from models.input_norm import InputNorm
 
-__all__ = ["ACTIVATIONS", "BNAct", "ChannelDropout", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
+__all__ = ["ACTIVATIONS", "BNAct", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
 
 #: Supported head activations: the official InPlace-ABN default and mmsegmentation's.
 ACTIVATIONS = ("leaky_relu", "relu")
@@ -86,26 +87,6 @@ class BNAct(nn.BatchNorm):
         if self.activation == "relu":
             return nn.relu(x)
         return nn.leaky_relu(x, self.slope)
-
-
-class ChannelDropout(nn.Module):
-    """Dropout2d: zeroes whole channels with probability ``p`` in training, scales the rest by 1/(1-p).
-
-    Follows ``Module.train()``/``eval()`` through ``is_training()`` (Jittor's own
-    ``nn.Dropout2d`` starts with ``is_train=False``, unlike the other modules).
-    """
-
-    def __init__(self, p: float = 0.1) -> None:
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = float(p)
-
-    def execute(self, x: jt.Var) -> jt.Var:
-        if self.p == 0.0 or not self.is_training():
-            return x
-        keep = (jt.rand((x.shape[0], x.shape[1], 1, 1)) >= self.p).cast(x.dtype)
-        return x * keep / (1.0 - self.p)
 
 
 def _conv_bn_act(in_channels: int, out_channels: int, activation: str, kernel_size: int = 3,
@@ -274,17 +255,10 @@ class CCNet(nn.Module):
         return self.backbone.input_norm
 
     def _sync_scalar_parameters(self) -> None:
-        """Materialises 1-element parameters (``gamma``) that were just replaced by ``Var.update(jt.array(..))``.
-
-        Jittor 1.3.11 inlines a pending 1-element ``jt.array`` into fused
-        kernels and then fails to compile some of them ("op0_outputstride0 was
-        not declared"), e.g. ``gamma * out`` in training mode right after
-        loading weights. Syncing those few Vars first avoids it; when they are
-        already computed this does nothing.
-        """
+        """Materialise the 1-element parameters (``gamma``) before a forward pass (``compat.materialize``)."""
         if self._scalar_params is None:
             self._scalar_params = [p for p in self.parameters() if int(np.prod(p.shape)) == 1]
-        jt.sync(self._scalar_params)
+        materialize(self._scalar_params)
 
     def _head_input(self, features: Sequence[jt.Var]) -> jt.Var:
         if self.neck is None:

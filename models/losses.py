@@ -37,11 +37,16 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-__all__ = ["SegmentationLoss", "log_softmax", "pixel_nll", "ohem_keep_mask", "zoom_size", "zoom_nearest_index",
-           "zoom_linear_weights"]
+__all__ = ["SegmentationLoss", "AUX_WEIGHT", "OHEM_THRESH", "OHEM_MIN_KEPT", "log_softmax", "pixel_nll",
+           "ohem_keep_mask", "zoom_size", "zoom_nearest_index", "zoom_linear_weights"]
 
 #: Subsampling factor of the OHEM threshold search (official ``factor=8``).
 OHEM_FACTOR = 8
+
+#: Defaults of the official recipe (README and ``train.py`` of speedinghzl/CCNet), used by train.py too.
+AUX_WEIGHT = 0.4
+OHEM_THRESH = 0.7
+OHEM_MIN_KEPT = 100000
 
 
 def zoom_size(size: int, factor: int = OHEM_FACTOR) -> int:
@@ -155,8 +160,9 @@ class SegmentationLoss(nn.Module):
     outside ``[0, num_classes)`` other than ``ignore_index``.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, aux_weight: float = 0.4, ohem: bool = False,
-                 ohem_thresh: float = 0.7, ohem_min_kept: int = 100000, align_corners: bool = True) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255, aux_weight: float = AUX_WEIGHT, ohem: bool = False,
+                 ohem_thresh: float = OHEM_THRESH, ohem_min_kept: int = OHEM_MIN_KEPT,
+                 align_corners: bool = True) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")

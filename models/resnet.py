@@ -37,6 +37,7 @@ import jittor as jt
 from jittor import nn
 
 from models.input_norm import CAFFE_BGR, IMAGENET_RGB, InputNorm
+from models.weights import load_state_dict_strict
 
 __all__ = [
     "Bottleneck",
@@ -51,7 +52,6 @@ __all__ = [
 RESNET_DEPTHS: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 6, 3),
     101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
 }
 
 #: Input normalisation the ImageNet weights of each stem were used with.
@@ -237,7 +237,6 @@ def _resnet(depth: int, stem: str, output_stride: int, contract_dilation: bool,
                    contract_dilation=contract_dilation, multi_grid=multi_grid, **kwargs)
     model.arch = f"resnet{depth}"
     if pretrained:
-        from models.weights import load_state_dict_strict
         load_state_dict_strict(model, pretrained, strict=True)
     return model
 

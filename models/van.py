@@ -22,6 +22,7 @@ import jittor as jt
 from jittor import nn
 
 from models.input_norm import IMAGENET_RGB, InputNorm
+from models.weights import load_state_dict_strict
 
 __all__ = [
     "VAN",
@@ -250,7 +251,10 @@ class VAN(nn.Module):
 
 def build_van(name: str, drop_path_rate: Optional[float] = None, pretrained: Optional[str] = None,
               **kwargs) -> VAN:
-    """Builds a VAN backbone by name (``van_b0``..``van_b6`` or the legacy ``van_tiny``..``van_large``)."""
+    """Builds a VAN backbone by name (``van_b0``..``van_b6`` or the legacy ``van_tiny``..``van_large``).
+
+    ``drop_path_rate`` None takes the variant's rate from :data:`VAN_CONFIGS`.
+    """
     key = VAN_LEGACY_NAMES.get(name, name)
     if key not in VAN_CONFIGS:
         valid = sorted(VAN_CONFIGS) + sorted(VAN_LEGACY_NAMES)
@@ -262,41 +266,40 @@ def build_van(name: str, drop_path_rate: Optional[float] = None, pretrained: Opt
     model = VAN(**cfg)
     model.arch = key
     if pretrained:
-        from models.weights import load_state_dict_strict
         load_state_dict_strict(model, pretrained, strict=True)
     return model
 
 
-def van_b0(drop_path_rate: float = 0.1, pretrained: Optional[str] = None, **kwargs) -> VAN:
+def van_b0(drop_path_rate: Optional[float] = None, pretrained: Optional[str] = None, **kwargs) -> VAN:
     """VAN-B0 (tiny): dims 32/64/160/256, depths 3/3/5/2; 3.849M parameters."""
     return build_van("van_b0", drop_path_rate, pretrained, **kwargs)
 
 
-def van_b1(drop_path_rate: float = 0.1, pretrained: Optional[str] = None, **kwargs) -> VAN:
+def van_b1(drop_path_rate: Optional[float] = None, pretrained: Optional[str] = None, **kwargs) -> VAN:
     """VAN-B1 (small): dims 64/128/320/512, depths 2/2/4/2; 13.349M parameters."""
     return build_van("van_b1", drop_path_rate, pretrained, **kwargs)
 
 
-def van_b2(drop_path_rate: float = 0.1, pretrained: Optional[str] = None, **kwargs) -> VAN:
+def van_b2(drop_path_rate: Optional[float] = None, pretrained: Optional[str] = None, **kwargs) -> VAN:
     """VAN-B2 (base): dims 64/128/320/512, depths 3/3/12/3; 26.065M parameters."""
     return build_van("van_b2", drop_path_rate, pretrained, **kwargs)
 
 
-def van_b3(drop_path_rate: float = 0.2, pretrained: Optional[str] = None, **kwargs) -> VAN:
+def van_b3(drop_path_rate: Optional[float] = None, pretrained: Optional[str] = None, **kwargs) -> VAN:
     """VAN-B3 (large): dims 64/128/320/512, depths 3/5/27/3; 44.253M parameters."""
     return build_van("van_b3", drop_path_rate, pretrained, **kwargs)
 
 
-def van_b4(drop_path_rate: float = 0.2, pretrained: Optional[str] = None, **kwargs) -> VAN:
+def van_b4(drop_path_rate: Optional[float] = None, pretrained: Optional[str] = None, **kwargs) -> VAN:
     """VAN-B4: dims 64/128/320/512, depths 3/6/40/3."""
     return build_van("van_b4", drop_path_rate, pretrained, **kwargs)
 
 
-def van_b5(drop_path_rate: float = 0.2, pretrained: Optional[str] = None, **kwargs) -> VAN:
+def van_b5(drop_path_rate: Optional[float] = None, pretrained: Optional[str] = None, **kwargs) -> VAN:
     """VAN-B5: dims 96/192/480/768, depths 3/3/24/3."""
     return build_van("van_b5", drop_path_rate, pretrained, **kwargs)
 
 
-def van_b6(drop_path_rate: float = 0.3, pretrained: Optional[str] = None, **kwargs) -> VAN:
+def van_b6(drop_path_rate: Optional[float] = None, pretrained: Optional[str] = None, **kwargs) -> VAN:
     """VAN-B6: dims 96/192/384/768, depths 6/6/90/6."""
     return build_van("van_b6", drop_path_rate, pretrained, **kwargs)

@@ -7,11 +7,9 @@ key is accounted for: :func:`load_state_dict_strict` compares the file with
 anything) if a key is missing, unexpected or has the wrong shape. Values are
 cast to each parameter's own dtype.
 
-Weight files are the ``.pkl`` files written by ``convert_weights.py``:
-``{"state_dict": {name: numpy array}, "meta": {...}}`` saved with ``jt.save``.
-A plain ``{name: array}`` dict, a ``.pkl`` holding one, or a PyTorch
-``.pth``/``.pt``/``.pth.tar`` whose keys already match (read without torch)
-are accepted too.
+A path is read with :func:`pretrained.io.read_weights` (the ``.pkl`` files
+written by ``convert_weights.py``, a plain ``{name: array}`` pickle, or a
+PyTorch file whose keys already match, read without torch).
 """
 from __future__ import annotations
 
@@ -24,7 +22,10 @@ import numpy as np
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
-__all__ = ["LoadReport", "WeightLoadError", "read_weights", "load_state_dict_strict", "load_checkpoint"]
+from engine.compat import materialize
+from pretrained.io import FileFormatError, read_weights
+
+__all__ = ["LoadReport", "WeightLoadError", "load_state_dict_strict"]
 
 #: Buffers that PyTorch checkpoints carry and Jittor modules do not have.
 IGNORED_SUFFIXES: tuple[str, ...] = ("num_batches_tracked",)
@@ -78,21 +79,6 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def read_weights(path: str) -> tuple[dict[str, np.ndarray], dict]:
-    """Reads a weights file into ``(state_dict, meta)``; see the module docstring for formats."""
-    if path.endswith(".pkl"):
-        obj = jt.load(path)
-        if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-            return {k: _to_numpy(v) for k, v in obj["state_dict"].items()}, dict(obj.get("meta", {}) or {})
-        if isinstance(obj, Mapping):
-            return {k: _to_numpy(v) for k, v in obj.items()}, {}
-        raise WeightLoadError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
-    from pretrained.convert import unwrap_checkpoint  # noqa: PLC0415
-    from pretrained.torch_reader import read_torch_checkpoint  # noqa: PLC0415
-    state_dict, _ = unwrap_checkpoint(read_torch_checkpoint(path))
-    return state_dict, {"source": path}
-
-
 def _check_meta(model: Any, meta: Mapping, where: str) -> None:
     arch, stem = meta.get("arch"), meta.get("stem")
     model_arch, model_stem = getattr(model, "arch", None), getattr(model, "stem_type", None)
@@ -126,7 +112,10 @@ def load_state_dict_strict(model: jt.nn.Module, state_dict_or_path: Union[str, M
     meta: dict = {}
     if isinstance(state_dict_or_path, str):
         where = state_dict_or_path
-        state_dict, meta = read_weights(state_dict_or_path)
+        try:
+            state_dict, meta = read_weights(state_dict_or_path)
+        except FileFormatError as exc:
+            raise WeightLoadError(f"cannot read weights: {exc}") from None
         _check_meta(model, meta, where)
     elif "state_dict" in state_dict_or_path and isinstance(state_dict_or_path["state_dict"], Mapping):
         state_dict = dict(state_dict_or_path["state_dict"])  # a loaded weights file: {"state_dict", "meta"}
@@ -156,14 +145,7 @@ def load_state_dict_strict(model: jt.nn.Module, state_dict_or_path: Union[str, M
         raise WeightLoadError(f"{where} does not fit {type(model).__name__}:\n{report.summary()}")
     for var, array in to_load:
         var.update(jt.array(np.ascontiguousarray(array).astype(str(var.dtype), copy=False)))
-    # Materialise the new values now: a 1-element parameter left as a pending
-    # update breaks the compilation of Jittor 1.3.11's next fused kernel.
-    jt.sync([var for var, _ in to_load])
+    materialize(var for var, _ in to_load)  # see engine.compat.materialize
     if verbose and not report.ok:
         print(f"warning: non-strict load from {where}:\n{report.summary()}", file=sys.stderr)
     return report
-
-
-def load_checkpoint(model: jt.nn.Module, path: str, strict: bool = True) -> LoadReport:
-    """Alias of :func:`load_state_dict_strict` for a file path."""
-    return load_state_dict_strict(model, path, strict=strict)

@@ -26,24 +26,28 @@ such buffer), a ``module.`` prefix is stripped, and checkpoints wrapped in
 model can be converted part by part: :func:`convert_backbone` takes a
 ``prefix`` (e.g. ``"backbone."``) and returns the keys outside it as skipped.
 
-The functions here never touch files; ``convert_weights.py`` does the I/O.
+The functions here never touch files: :mod:`pretrained.converter` reads
+checkpoints, picks backbone or whole-CCNet conversion (:mod:`pretrained.convert_ccnet`)
+and writes the result.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from models.resnet import RESNET_DEPTHS
+from models.van import VAN_CONFIGS
+from pretrained.io import FileFormatError, unwrap_checkpoint
+
 __all__ = [
     "LAYOUTS",
     "ConversionError",
     "ConversionResult",
-    "unwrap_checkpoint",
+    "unwrap",
     "strip_prefix",
     "detect_layout",
     "infer_arch",
@@ -56,7 +60,6 @@ __all__ = [
     "describe_arch",
     "default_output_name",
     "RESNET_LAYOUT_STEM",
-    "save_weights",
 ]
 
 LAYOUTS: dict[str, str] = {
@@ -90,42 +93,12 @@ class ConversionResult:
 # ----------------------------------------------------------------------------- containers
 
 
-def _is_array(v: Any) -> bool:
-    return isinstance(v, np.ndarray)
-
-
-def unwrap_checkpoint(obj: Any) -> tuple["OrderedDict[str, np.ndarray]", list[str]]:
-    """Finds the state dict in a loaded checkpoint.
-
-    Descends into ``state_dict`` / ``model`` / ``state_dict_ema`` wrappers and
-    strips a ``module.`` prefix shared by all keys. Returns ``(state_dict,
-    notes)``; non-array entries are left out. Raises ConversionError when no
-    tensors are found.
-    """
-    notes: list[str] = []
-    for _ in range(4):
-        if not isinstance(obj, Mapping):
-            break
-        if any(_is_array(v) for v in obj.values()):
-            break
-        for wrapper in ("state_dict", "model", "state_dict_ema", "model_state", "net"):
-            if isinstance(obj.get(wrapper), Mapping):
-                notes.append(f"weights taken from the checkpoint's {wrapper!r} entry")
-                obj = obj[wrapper]
-                break
-        else:
-            break
-    if not isinstance(obj, Mapping) or not any(_is_array(v) for v in obj.values()):
-        what = type(obj).__name__
-        keys = list(obj.keys())[:8] if isinstance(obj, Mapping) else []
-        raise ConversionError(
-            f"no tensors found: the file holds a {what}{' with keys ' + str(keys) if keys else ''}, "
-            f"not a state dict (a pickled whole model is not supported: save model.state_dict())")
-    sd = OrderedDict((str(k), v) for k, v in obj.items() if _is_array(v))
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = OrderedDict((k[len("module."):], v) for k, v in sd.items())
-        notes.append("stripped the 'module.' prefix")
-    return sd, notes
+def unwrap(obj: Any) -> tuple["OrderedDict[str, np.ndarray]", list[str]]:
+    """:func:`pretrained.io.unwrap_checkpoint`, with a :class:`ConversionError` when there are no tensors."""
+    try:
+        return unwrap_checkpoint(obj)
+    except FileFormatError as exc:
+        raise ConversionError(str(exc)) from None
 
 
 def strip_prefix(sd: Mapping[str, np.ndarray], prefix: str) -> tuple["OrderedDict[str, np.ndarray]", dict[str, str]]:
@@ -178,8 +151,6 @@ def _van_geometry(sd: Mapping[str, np.ndarray]) -> tuple[tuple[int, ...], tuple[
 
 def describe_arch(arch: str) -> str:
     """Human-readable geometry of an architecture name."""
-    from models.resnet import RESNET_DEPTHS  # noqa: PLC0415
-    from models.van import VAN_CONFIGS  # noqa: PLC0415
     if arch.startswith("resnet"):
         return f"{arch} (blocks per stage {'/'.join(map(str, RESNET_DEPTHS[int(arch[6:])]))})"
     cfg = VAN_CONFIGS[arch]
@@ -192,8 +163,6 @@ def infer_arch(sd: Mapping[str, np.ndarray], layout: str) -> tuple[Optional[str]
 
     ``sd`` must already be in the target names (i.e. after conversion) for VAN.
     """
-    from models.resnet import RESNET_DEPTHS  # noqa: PLC0415
-    from models.van import VAN_CONFIGS  # noqa: PLC0415
     if layout.startswith("resnet"):
         blocks = _resnet_blocks(sd)
         if not any(blocks):
@@ -376,24 +345,3 @@ def default_output_name(arch: str, layout: str) -> str:
     if layout in RESNET_LAYOUT_STEM:
         return f"{arch}_{RESNET_LAYOUT_STEM[layout]}.pkl"
     return f"{arch}.pkl"
-
-
-def save_weights(path: str, state_dict: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-    """Writes ``{"state_dict", "meta"}`` with ``jt.save`` atomically (temp file + ``os.replace``)."""
-    import jittor_env  # noqa: F401,PLC0415  (before jittor)
-    import jittor as jt  # noqa: PLC0415
-    if not path.endswith(".pkl"):
-        raise ConversionError(f"output must be a .pkl file (Jittor pickle), got {path!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp.pkl", dir=directory)
-    os.close(fd)
-    try:
-        payload = {"state_dict": {k: np.ascontiguousarray(v) for k, v in state_dict.items()},
-                   "meta": dict(meta)}
-        jt.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

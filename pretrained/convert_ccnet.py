@@ -43,7 +43,7 @@ keywords; also as ``model_opts``); it loads with::
     model = build_model(meta["arch"], meta["num_classes"], meta["recurrence"], **meta["overrides"])
     load_state_dict_strict(model, path)          # models.weights
 
-(:func:`build_from_weights` does both). The recurrence is not in the weights:
+(``engine.checkpoint.load_model`` does both). The recurrence is not in the weights:
 the official code trains and evaluates with any R; the README's released
 models use R=2 (pass ``recurrence`` / ``--recurrence`` for the R=1 model).
 """
@@ -56,8 +56,14 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from pretrained.convert import (ConversionError, ConversionResult, bn_counter_skip, check_fits, save_weights,
-                               unwrap_checkpoint)
+import jittor_env  # noqa: F401  (before jittor)
+import jittor as jt
+
+from models import MODEL_PRESETS, build_model
+from models.resnet import RESNET_DEPTHS
+from models.weights import load_state_dict_strict
+from pretrained.convert import ConversionError, ConversionResult, bn_counter_skip, check_fits, unwrap
+from pretrained.io import WEIGHTS_FORMAT
 
 __all__ = [
     "CCNET_LAYOUTS",
@@ -67,8 +73,7 @@ __all__ = [
     "convert_ccnet_state_dict",
     "infer_ccnet_config",
     "checkpoint_align_corners",
-    "convert_ccnet_file",
-    "build_from_weights",
+    "convert_ccnet_checkpoint",
 ]
 
 CCNET_LAYOUTS: dict[str, str] = {
@@ -166,8 +171,6 @@ def _blocks(sd: Mapping[str, Any], layer: int) -> int:
 
 def infer_ccnet_config(sd: Mapping[str, np.ndarray], layout: str) -> tuple[str, int, dict, str]:
     """``(preset, num_classes, overrides, description)`` from a converted state dict."""
-    from models import MODEL_PRESETS  # noqa: PLC0415
-    from models.resnet import RESNET_DEPTHS  # noqa: PLC0415
     blocks = tuple(_blocks(sd, i) for i in range(1, 5))
     depth = next((d for d, b in RESNET_DEPTHS.items() if tuple(b) == blocks), None)
     if depth not in (50, 101):
@@ -230,27 +233,21 @@ def _class_names(obj: Any) -> Optional[list[str]]:
     return None
 
 
-def convert_ccnet_file(src: str, obj: Any, output: Optional[str] = None, preset: Optional[str] = None,
-                       recurrence: Optional[int] = None, verify: bool = False,
-                       log: Callable[[str], None] = print) -> str:
-    """Converts a loaded whole-CCNet checkpoint ``obj`` (read from ``src``) and writes the Jittor weights.
+def convert_ccnet_checkpoint(src: str, obj: Any, preset: Optional[str] = None, recurrence: Optional[int] = None,
+                             verify: bool = False, log: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """Convert a loaded whole-CCNet checkpoint ``obj`` (read from ``src``); returns ``(state_dict, meta)``.
 
     Args:
-        src: the source path (for messages and the default output name).
+        src: the source path (for messages and the recorded source).
         obj: the object read from ``src`` (``read_torch_checkpoint``).
-        output: ``.pkl`` path; default ``pretrained/<preset>_<num_classes>cls.pkl``.
         preset: the target preset; inferred if None, and must agree with the file otherwise.
         recurrence: recorded in the metadata (the preset's, 2, if None).
         verify: load the result into the model and run one forward pass.
 
     Raises:
-        ConversionError: nothing written; the message says why.
+        ConversionError: the message says why.
     """
-    from models import MODEL_PRESETS, build_model  # noqa: PLC0415
-    from pretrained import PRETRAINED_DIR  # noqa: PLC0415
-    if output is not None and not output.endswith(".pkl"):
-        raise ConversionError(f"the output must be a .pkl file (a Jittor pickle), got {output!r}")
-    sd, _ = unwrap_checkpoint(obj)
+    sd, _ = unwrap(obj)
     result, layout = convert_ccnet_state_dict(sd)
     log(f"  layout: {layout} (detected: {CCNET_LAYOUTS[layout]})")
     found, num_classes, overrides, what = infer_ccnet_config(result.state_dict, layout)
@@ -280,8 +277,6 @@ def convert_ccnet_file(src: str, obj: Any, output: Optional[str] = None, preset:
     log(f"converted {len(state_dict)} tensors ({len(result.renamed)} renamed), skipped {len(result.skipped)}")
 
     if verify:
-        import jittor as jt  # noqa: PLC0415
-        from models.weights import load_state_dict_strict  # noqa: PLC0415
         load_state_dict_strict(model, state_dict, strict=True)
         model.eval()
         x = jt.array(np.random.RandomState(0).randn(1, 3, 65, 65).astype("float32"))
@@ -293,7 +288,7 @@ def convert_ccnet_file(src: str, obj: Any, output: Optional[str] = None, preset:
 
     norm = model.input_norm
     meta = {
-        "format": "ccnet-jittor-weights",
+        "format": WEIGHTS_FORMAT,
         "version": 1,
         "arch": preset,
         "preset": preset,
@@ -311,24 +306,4 @@ def convert_ccnet_file(src: str, obj: Any, output: Optional[str] = None, preset:
     names = _class_names(obj)
     if names and len(names) == num_classes:
         meta["class_names"] = names
-    if output is None:
-        output = os.path.join(PRETRAINED_DIR, f"{preset}_{num_classes}cls.pkl")
-    save_weights(output, state_dict, meta)
-    log(f"wrote {output}")
-    return output
-
-
-def build_from_weights(path: str, **overrides):
-    """Builds the CCNet recorded in a converted whole-model file and loads it strictly; returns the model."""
-    from models import build_model  # noqa: PLC0415
-    from models.weights import load_state_dict_strict, read_weights  # noqa: PLC0415
-    state_dict, meta = read_weights(path)
-    if "num_classes" not in meta or "arch" not in meta:
-        raise ConversionError(f"{path} has no CCNet metadata (arch, num_classes); was it converted from a "
-                              f"whole CCNet checkpoint?")
-    kwargs = dict(meta.get("overrides") or {})
-    kwargs.update(overrides)
-    recurrence = kwargs.pop("recurrence", meta.get("recurrence"))
-    model = build_model(meta["arch"], int(meta["num_classes"]), recurrence=recurrence, **kwargs)
-    load_state_dict_strict(model, {"state_dict": state_dict, "meta": meta}, strict=True)
-    return model
+    return state_dict, meta

@@ -25,6 +25,7 @@ files (an 8-byte header length, a JSON header, raw tensor bytes) are read too.
 """
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import os
@@ -37,7 +38,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["CheckpointFormatError", "read_torch_checkpoint", "checkpoint_format"]
+__all__ = ["CheckpointFormatError", "read_torch_checkpoint", "checkpoint_format", "PLAIN_GLOBALS"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -159,27 +160,36 @@ def _opaque_class(module: str, name: str) -> type:
     return type(name, (_Opaque,), {"_qualname": f"{module}.{name}"})
 
 
-def _reconstruct_ndarray(*args, **kwargs):
-    from numpy.core.multiarray import _reconstruct  # noqa: PLC0415
-    return _reconstruct(*args, **kwargs)
+try:  # numpy >= 2
+    from numpy._core.multiarray import _reconstruct as _reconstruct_ndarray, scalar as _numpy_scalar
+except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import _reconstruct as _reconstruct_ndarray, scalar as _numpy_scalar
 
 
-_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+#: The plain classes any pickle this project reads may name: containers and numpy arrays.
+PLAIN_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
     ("builtins", "bytearray"): bytearray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_ndarray,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_ndarray,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("_codecs", "encode"): codecs.encode,  # bytes pickled with protocol 2
+}
+
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    **PLAIN_GLOBALS,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch", "Size"): tuple,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_ndarray,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_ndarray,
-    ("numpy", "ndarray"): np.ndarray,
 }
 
 
@@ -194,12 +204,6 @@ class _Unpickler(pickle.Unpickler):
             return _SAFE_GLOBALS[(module, name)]
         if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        if module == "_codecs" and name == "encode":
-            import _codecs  # noqa: PLC0415
-            return _codecs.encode
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "scalar":
-            from numpy.core.multiarray import scalar  # noqa: PLC0415
-            return scalar
         return _opaque_class(module, name)
 
     def persistent_load(self, pid: Any) -> Any:

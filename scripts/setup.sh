@@ -7,6 +7,8 @@
 #    single-process.
 #  - Python packages from requirements-dev.txt (torch is the CPU build, used by
 #    tests and benchmarks only).
+#  - Debian's oneDNN linked into the folder where Jittor looks for its own
+#    oneDNN download (jittor_env.py falls back to use_mkl=0 without it).
 #  - A first `import jittor` through jittor_env, so that Jittor's one-off
 #    compilation (a few minutes) happens here and not inside the first test.
 set -euo pipefail
@@ -29,5 +31,17 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+# oneDNN: Jittor treats <folder>/lib/libmkldnn.so and <folder>/include as its downloaded oneDNN.
+lib=/usr/lib/x86_64-linux-gnu/libdnnl.so
+dnnl=$("$VENV/bin/python" jittor_env.py)
+if [ "$(uname -m)" = x86_64 ] && [ -e "$lib" ] && [ -e /usr/include/dnnl.h ] && [ ! -e "$dnnl/lib/libmkldnn.so" ]; then
+  mkdir -p "$dnnl/lib" "$dnnl/include"
+  for header in /usr/include/dnnl* /usr/include/oneapi; do
+    if [ -e "$header" ] && [ ! -e "$dnnl/include/$(basename "$header")" ]; then ln -s "$header" "$dnnl/include/"; fi
+  done
+  ln -s "$lib" "$dnnl/lib/libmkldnn.so"
+  echo "setup: linked Debian's oneDNN into $dnnl"
+fi
 "$VENV/bin/python" -c "import jittor_env, jittor as jt; print('setup: jittor', jt.__version__, 'cuda' if jt.has_cuda else 'cpu')"
 touch "$VENV/.installed"

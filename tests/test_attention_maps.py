@@ -4,8 +4,9 @@ import pytest
 from PIL import Image
 
 import jittor as jt
-import visualize_attention as va
-from engine import model_state, save_checkpoint
+import visualize_attention
+from engine import attention as va
+from engine.checkpoint import model_state, save_checkpoint
 from models import build_model
 
 
@@ -43,7 +44,7 @@ def test_feature_pixel():
     assert va.feature_pixel(0, 0, (64, 96), (8, 12)) == (0, 0)
     assert va.feature_pixel(95, 63, (64, 96), (8, 12)) == (7, 11)
     assert va.feature_pixel(50, 20, (64, 96), (8, 12)) == (2, 6)
-    with pytest.raises(va.PredictError, match="outside"):
+    with pytest.raises(ValueError, match="outside"):
         va.feature_pixel(96, 0, (64, 96), (8, 12))
 
 
@@ -85,14 +86,14 @@ def test_visualize_attention_writes_png(tmp_path):
     img = tmp_path / "scene.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(img)
     out = tmp_path / "att.png"
-    assert va.main([ckpt, str(img), "--pixel", "30", "20", "-o", str(out), "--save-npy"]) == 0
+    assert visualize_attention.main([ckpt, str(img), "--pixel", "30", "20", "-o", str(out), "--save-npy"]) == 0
     canvas = Image.open(out)
     assert canvas.size[1] > 48 and canvas.size[0] == 3 * 80 + 2 * 4  # image | R=1 | R=2
     composed = np.load(tmp_path / "att.npy")
     assert composed.shape == (2, 6, 10)  # the 1/8 feature map of a 48x80 image
     assert (composed[1] > 0).all() and (composed[0] > 0).sum() == 6 + 10 - 1
     folder = tmp_path / "figs"
-    assert va.main([ckpt, str(img), "--pixel", "0", "0", "--pixel", "79", "47", "-o", str(folder),
+    assert visualize_attention.main([ckpt, str(img), "--pixel", "0", "0", "--pixel", "79", "47", "-o", str(folder),
                     "--power", "0.5"]) == 0
     assert sorted(p.name for p in folder.iterdir()) == ["scene_attention_x0_y0.png", "scene_attention_x79_y47.png"]
-    assert va.main([ckpt, str(img), "--pixel", "80", "0", "-o", str(folder)]) == 2  # outside the image
+    assert visualize_attention.main([ckpt, str(img), "--pixel", "80", "0", "-o", str(folder)]) == 2  # outside the image

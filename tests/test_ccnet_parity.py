@@ -25,8 +25,10 @@ import jittor as jt
 
 import convert_weights
 from models import CCNet, build_model
-from models.weights import WeightLoadError, load_state_dict_strict, read_weights
-from pretrained.convert_ccnet import build_from_weights, checkpoint_align_corners, detect_ccnet_layout
+from engine.checkpoint import load_model
+from models.weights import WeightLoadError, load_state_dict_strict
+from pretrained.convert_ccnet import checkpoint_align_corners, detect_ccnet_layout
+from pretrained.io import read_weights
 
 REL_TOL = 1e-4
 
@@ -277,7 +279,7 @@ def test_whole_checkpoint_parity(tmp_path, layout, recurrence):
     _, meta = read_weights(str(out))
     assert (meta["arch"], meta["num_classes"], meta["recurrence"]) == (preset, classes, recurrence)
     assert meta["align_corners"] is True  # official default; the mmseg file's config says True
-    model = build_from_weights(str(out))
+    model, _ = load_model(str(out))
     assert isinstance(model, CCNet) and model.recurrence == recurrence and model.align_corners is True
 
     x = image(1, 65, seed=3)

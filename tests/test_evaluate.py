@@ -9,9 +9,12 @@ from PIL import Image
 import jittor as jt
 from jittor import nn
 
-import engine
 import evaluate
 import train
+from datasets import get_preset
+from datasets.loader import mpi_shard_positions
+from engine import checkpoint, evaluation, training
+from engine.inference import inference, slide_inference
 from seg_fixtures import train_args, write_blocks_dataset
 
 
@@ -46,17 +49,17 @@ def image(h=20, w=30, b=1, seed=1):
 def test_slide_equals_whole_when_the_crop_covers_the_image():
     model = ConvModel(kernel=3)
     x = image(20, 30, b=2)
-    whole = engine.inference(model, x, 3, mode="whole").numpy()
+    whole = inference(model, x, 3, mode="whole").numpy()
     for crop in ((20, 30), (32, 40), (64, 64)):
-        slide = engine.inference(model, x, 3, mode="slide", crop_size=crop, stride=(8, 8)).numpy()
+        slide = inference(model, x, 3, mode="slide", crop_size=crop, stride=(8, 8)).numpy()
         np.testing.assert_allclose(slide, whole, atol=1e-6)
 
 
 def test_overlapping_windows_average_logits():
     model = ConvModel(kernel=1)  # per-pixel: every window gives the same logits as the whole image
     x = image(20, 30)
-    whole = engine.inference(model, x, 3, mode="whole").numpy()
-    slide = engine.inference(model, x, 3, mode="slide", crop_size=(8, 12), stride=(5, 7)).numpy()
+    whole = inference(model, x, 3, mode="whole").numpy()
+    slide = inference(model, x, 3, mode="slide", crop_size=(8, 12), stride=(5, 7)).numpy()
     np.testing.assert_allclose(slide, whole, atol=1e-5)
 
 
@@ -65,15 +68,15 @@ def test_slide_window_layout_counts_every_pixel():
         def predict(self, x, size=None):
             return jt.ones((x.shape[0], 1) + tuple(x.shape[2:]))
     # windows 8 wide every 5 on 20 pixels: starts 0, 5, 10, 12 (last shifted inward)
-    out = engine.slide_inference(Ones(1), image(20, 20), 1, (8, 8), (5, 5)).numpy()
+    out = slide_inference(Ones(1), image(20, 20), 1, (8, 8), (5, 5)).numpy()
     np.testing.assert_allclose(out, 1.0)  # averaged, not summed
 
 
 def test_flip_on_a_symmetric_model_changes_nothing():
     model = ConvModel(kernel=3, symmetric=True)
     x = image(16, 24)
-    plain = nn.softmax(engine.inference(model, x, 3), dim=1).numpy()
-    flipped = engine.inference(model, x, 3, flip=True).numpy()
+    plain = nn.softmax(inference(model, x, 3), dim=1).numpy()
+    flipped = inference(model, x, 3, flip=True).numpy()
     np.testing.assert_allclose(flipped, plain, atol=1e-6)
 
 
@@ -83,27 +86,27 @@ def test_flip_averages_the_mirrored_view():
     a = nn.softmax(model.predict(x), dim=1).numpy()
     b = nn.softmax(model.predict(x[:, :, :, ::-1]), dim=1).numpy()[..., ::-1]
     assert np.abs(a - b).max() > 1e-3  # the model is not symmetric
-    out = engine.inference(model, x, 3, flip=True).numpy()
+    out = inference(model, x, 3, flip=True).numpy()
     np.testing.assert_allclose(out, (a + b) / 2, atol=1e-6)
 
 
 def test_multi_scale():
     model = ConvModel(kernel=1)
     x = image(16, 24)
-    single = engine.inference(model, x, 3, scales=[1.0]).numpy()
+    single = inference(model, x, 3, scales=[1.0]).numpy()
     np.testing.assert_allclose(single, model.predict(x).numpy(), atol=1e-6)
-    ms = engine.inference(model, x, 3, out_size=(32, 48), scales=[0.5, 1.0, 1.5], flip=True).numpy()
+    ms = inference(model, x, 3, out_size=(32, 48), scales=[0.5, 1.0, 1.5], flip=True).numpy()
     assert ms.shape == (1, 3, 32, 48)
     np.testing.assert_allclose(ms.sum(1), 1.0, atol=1e-5)  # averaged probabilities
     with pytest.raises(ValueError, match="scales must be positive"):
-        engine.inference(model, x, 3, scales=[0.0])
+        inference(model, x, 3, scales=[0.0])
     with pytest.raises(ValueError, match="needs crop_size and stride"):
-        engine.inference(model, x, 3, mode="slide")
+        inference(model, x, 3, mode="slide")
 
 
 @pytest.mark.parametrize("n,bs,world", [(5, 2, 2), (7, 4, 2), (4, 2, 2), (1, 2, 2), (10, 3, 3), (2, 4, 4)])
 def test_mpi_shards_count_each_sample_once(n, bs, world):
-    shards = [engine.mpi_shard_positions(n, bs, world, r) for r in range(world)]
+    shards = [mpi_shard_positions(n, bs, world, r) for r in range(world)]
     assert sorted(set(np.concatenate(shards).tolist())) == list(range(n))  # all covered (repeats allowed)
     owner = {}
     for r, s in enumerate(shards):
@@ -119,12 +122,13 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = write_blocks_dataset(str(root / "data"), num_train=4, num_val=3)
     out = root / "run"
-    train.main(train.get_args_parser().parse_args(train_args(data, out, "--iters", "2")))
+    training.run(vars(train.get_args_parser().parse_args(train_args(data, out, "--iters", "2"))))
     return data, out
 
 
 def run_eval(*args):
-    return evaluate.main(evaluate.get_args_parser().parse_args([str(a) for a in args]))
+    """evaluate.py's run with these arguments (errors raised, not turned into exit codes)."""
+    return evaluation.run(vars(evaluate.get_args_parser().parse_args([str(a) for a in args])))
 
 
 def test_evaluate_writes_table_json_and_predictions(trained, tmp_path, capsys):
@@ -145,7 +149,7 @@ def test_evaluate_writes_table_json_and_predictions(trained, tmp_path, capsys):
     assert im.getpalette()[:6] == [128, 64, 128, 70, 70, 70]  # road, building (Cityscapes colours)
     sub = np.array(Image.open(out / "submission" / preds[0]))
     assert set(np.unique(sub)) <= {7, 11, 21, 23, 26}  # Cityscapes label ids
-    np.testing.assert_array_equal(sub, evaluate.label_id_lut(__import__("datasets").get_preset("demo"))[np.array(im)])
+    np.testing.assert_array_equal(sub, evaluation.submission_lut(get_preset("demo"))[np.array(im)])
 
 
 def test_sliding_window_and_tta_run_through_evaluate(trained, tmp_path):
@@ -161,10 +165,10 @@ def test_sliding_window_and_tta_run_through_evaluate(trained, tmp_path):
 
 def test_evaluate_loads_plain_weights(trained, tmp_path):
     data, run = trained
-    ck = engine.load_checkpoint(str(run / "checkpoint_last.pkl"))
+    ck = checkpoint.load_checkpoint(str(run / "checkpoint_last.pkl"))
     weights = tmp_path / "ccnet_tiny.pkl"
     jt.save({"state_dict": ck["model"], "meta": {}}, str(weights))  # the convert_weights.py format
-    with pytest.raises(engine.CheckpointError, match="pass --model"):
+    with pytest.raises(checkpoint.CheckpointError, match="pass --model"):
         run_eval("--checkpoint", weights, "--dataset", "demo", "--data-path", data)
     model_opts = []
     for k, v in ck["config"]["model_opts"].items():
@@ -180,29 +184,29 @@ def test_evaluate_loads_plain_weights(trained, tmp_path):
     c = run_eval("--checkpoint", weights, "--dataset", "demo", "--data-path", data,
                  "--output-dir", tmp_path / "m", "--no-progress", "-j", 0)
     assert c["matrix"] == b["matrix"]
-    with pytest.raises(engine.CheckpointError, match="trained for 5 classes but the dataset has 19"):
+    with pytest.raises(checkpoint.CheckpointError, match="trained for 5 classes but the dataset 'cityscapes' has 19"):
         run_eval("--checkpoint", weights, "--dataset", "cityscapes")
 
 
 def test_evaluate_bad_input(trained, tmp_path):
     data, run = trained
-    with pytest.raises(engine.CheckpointError, match="checkpoint not found"):
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint not found"):
         run_eval("--checkpoint", tmp_path / "nope.pkl")
-    with pytest.raises(engine.CheckpointError, match="trained for 5 classes but the dataset has 19"):
+    with pytest.raises(checkpoint.CheckpointError, match="trained for 5 classes but the dataset 'cityscapes' has 19"):
         run_eval("--checkpoint", run, "--dataset", "cityscapes")
     with pytest.raises(ValueError, match="unknown dataset preset 'mars'"):
         run_eval("--checkpoint", run, "--dataset", "mars")
     with pytest.raises(ValueError, match="unknown model preset 'nope'"):
         run_eval("--checkpoint", run, "--model", "nope")
-    with pytest.raises(engine.CheckpointError, match="holds a ccnet_demo model, not ccnet_resnet50"):
+    with pytest.raises(checkpoint.CheckpointError, match="holds a ccnet_demo model, not ccnet_resnet50"):
         run_eval("--checkpoint", run, "--model", "ccnet_resnet50")
-    with pytest.raises(engine.CheckpointError, match="does not fit the ccnet_demo architecture"):
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit the ccnet_demo architecture"):
         run_eval("--checkpoint", run, "--model-opt", "channels=32")
     broken = tmp_path / "broken.pkl"
     broken.write_bytes(b"not a pickle")
-    with pytest.raises(engine.CheckpointError, match="cannot read"):
+    with pytest.raises(checkpoint.CheckpointError, match="cannot read"):
         run_eval("--checkpoint", broken, "--dataset", "demo", "--data-path", data)
-    lut = evaluate.label_id_lut(__import__("datasets").get_preset("cityscapes"))
+    lut = evaluation.submission_lut(get_preset("cityscapes"))
     assert lut[:19].tolist() == [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
     with pytest.raises(ValueError, match="--submission writes Cityscapes label ids"):
-        evaluate.label_id_lut(__import__("datasets").get_preset("ade20k"))
+        evaluation.submission_lut(get_preset("ade20k"))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from metrics import ConfusionMatrix, format_table, to_json
+from engine.evaluation import ConfusionMatrix, format_table, to_json
 
 
 def test_hand_computed_3x3():

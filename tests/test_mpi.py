@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-import engine
+from engine.checkpoint import load_checkpoint
 from seg_fixtures import train_args, write_blocks_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,10 +60,10 @@ def test_two_processes_match_one(data, tmp_path):
     run([sys.executable, "train.py"] + [str(a) for a in single_args])
     out = mpirun(2, "train.py", mpi_args)
     assert "over 2 process(es)" in out
-    # rank 1's parameters compared with rank 0's after training (engine.params_in_sync)
+    # rank 1's parameters compared with rank 0's after training (engine.dist.params_in_sync)
     assert "parameters across 2 processes: max abs difference 0\n" in out
-    a = engine.load_checkpoint(str(tmp_path / "single" / "checkpoint_last.pkl"))
-    b = engine.load_checkpoint(str(tmp_path / "mpi" / "checkpoint_last.pkl"))
+    a = load_checkpoint(str(tmp_path / "single" / "checkpoint_last.pkl"))
+    b = load_checkpoint(str(tmp_path / "mpi" / "checkpoint_last.pkl"))
     assert a["iter"] == b["iter"] == 4 and b["world_size"] == 2
     for key in a["model"]:
         np.testing.assert_allclose(b["model"][key], a["model"][key], rtol=1e-4, atol=1e-5, err_msg=key)
@@ -77,7 +77,7 @@ def test_two_processes_match_one(data, tmp_path):
     mpirun(2, "train.py", train_args(data, tmp_path / "mpi_half", *extra, "--stop-after", "2"))
     out = mpirun(2, "train.py", ["--resume", tmp_path / "mpi_half", "--no-progress", "-j", "2"])
     assert "resuming at iteration 2" in out and "max abs difference 0\n" in out
-    c = engine.load_checkpoint(str(tmp_path / "mpi_half" / "checkpoint_last.pkl"))
+    c = load_checkpoint(str(tmp_path / "mpi_half" / "checkpoint_last.pkl"))
     assert c["iter"] == 4
     for key in b["model"]:
         np.testing.assert_array_equal(c["model"][key], b["model"][key], err_msg=key)

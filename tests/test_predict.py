@@ -1,5 +1,4 @@
 """predict.py on generated images with a tiny model: outputs, sizes, modes and errors."""
-import os
 
 import numpy as np
 import pytest
@@ -8,7 +7,8 @@ from PIL import Image
 import jittor as jt
 import predict
 from datasets import get_preset
-from engine import model_state, save_checkpoint
+from engine.checkpoint import load_model, model_state, save_checkpoint
+from engine.inference import colorize, overlay
 from models import build_model
 
 NUM_CLASSES = 5  # the "demo" preset
@@ -98,8 +98,8 @@ def test_weights_file_needs_model_and_dataset(checkpoint, tmp_path, capsys):
     ("not_a_checkpoint", "cannot read"),
     ("missing", "checkpoint not found"),
     ("backbone_only", "looks like backbone weights"),
-    ("wrong_classes", "trained for 5 classes"),
-    ("wrong_dataset", "do not match dataset 'cityscapes'"),
+    ("wrong_classes", "trained for 5 classes, not 7"),
+    ("wrong_dataset", "trained for 5 classes but the dataset 'cityscapes' has 19"),
     ("wrong_model", "does not fit"),
     ("unknown_model", "ccnet_nope"),
     ("no_images", "no such file or folder"),
@@ -123,11 +123,11 @@ def test_clear_errors(checkpoint, tmp_path, capsys, case, message):
 
 def test_colour_and_overlay_helpers():
     pred = np.array([[0, 1], [2, 255]], np.uint8)
-    colours = predict.colour(pred, [(10, 20, 30), (40, 50, 60), (70, 80, 90)])
+    colours = colorize(pred, [(10, 20, 30), (40, 50, 60), (70, 80, 90)])
     assert colours[1, 1].tolist() == [0, 0, 0] and colours[0, 1].tolist() == [40, 50, 60]
     image = np.full((2, 2, 3), 100, np.uint8)
-    assert predict.overlay(image, colours, 0.0).tolist() == image.tolist()
-    assert predict.overlay(image, colours, 1.0).tolist() == colours.tolist()
+    assert overlay(image, colours, 0.0).tolist() == image.tolist()
+    assert overlay(image, colours, 1.0).tolist() == colours.tolist()
 
 
 def test_converted_weights_with_build_options(tmp_path):
@@ -136,7 +136,7 @@ def test_converted_weights_with_build_options(tmp_path):
     path = str(tmp_path / "converted.pkl")
     jt.save({"state_dict": model_state(model), "meta": {"arch": "ccnet_demo", "num_classes": 3, "recurrence": 1,
                                                          "overrides": {"aux_channels": 8}}}, path)
-    net, info = predict.load_model(path)
+    net, info = load_model(path)
     assert (info.model, info.num_classes, info.recurrence, info.dataset) == ("ccnet_demo", 3, 1, None)
     assert not net.is_training()
     img = _image(tmp_path / "y.png", 20, 28)

@@ -1,0 +1,77 @@
+"""What the command-line scripts share: argument groups and the one error wrapper.
+
+Each script is ``get_args_parser()`` plus ``main(argv)``; ``main`` hands the
+parsed options to the library through :func:`run_main`, which turns every
+known kind of bad input into one ``error: ...`` line on stderr (exit status
+2) and Ctrl-C into exit status 130, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+from datasets import DatasetError
+from engine.checkpoint import CheckpointError
+from engine.loop import TrainingStopped
+from models.weights import WeightLoadError
+from pretrained.io import FileFormatError
+from pretrained.torch_reader import CheckpointFormatError
+
+__all__ = ["KNOWN_ERRORS", "run_main", "add_model_args", "add_device_args", "add_inference_args",
+           "HelpFormatter"]
+
+#: Errors that mean "bad input" and get one ``error:`` line (ConversionError and DatasetError are ValueErrors).
+KNOWN_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+                CheckpointError, WeightLoadError, TrainingStopped, FileFormatError, CheckpointFormatError,
+                DatasetError)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks (the scripts' docstrings are their help)."""
+
+
+def run_main(fn: Callable[..., Any], *args: Any) -> int:
+    """Call ``fn(*args)``: 0 when it returns, 2 with one ``error:`` line for bad input, 130 on Ctrl-C.
+
+    ``fn`` may return an int exit status of its own (e.g. 1 for partly failed work).
+    """
+    try:
+        status = fn(*args)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return 130
+    except KNOWN_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return status if isinstance(status, int) else 0
+
+
+def add_model_args(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    """The model source (a positional checkpoint) and what may override what it records."""
+    parser.add_argument("checkpoint", help=checkpoint_help)
+    g = parser.add_argument_group("model (default: what the checkpoint records)")
+    g.add_argument("--model", help="model preset")
+    g.add_argument("--dataset", help="dataset preset: palette, classes, test mode")
+    g.add_argument("--num-classes", type=int, help="default: the checkpoint's, else its classifier's")
+    g.add_argument("--recurrence", type=int, help="criss-cross passes R")
+    g.add_argument("--model-opt", action="append", default=None, metavar="KEY=VALUE",
+                   help="extra build_model keyword (VALUE parsed as JSON when possible); repeatable")
+
+
+def add_device_args(parser: argparse.ArgumentParser, amp: bool = False) -> None:
+    """``--no-cuda`` (and ``--amp`` where the script supports it)."""
+    g = parser.add_argument_group("device")
+    g.add_argument("--no-cuda", action="store_true", default=None, help="run on the CPU even if a GPU is present")
+    if amp:
+        g.add_argument("--amp", action="store_true", default=None, help="mixed precision (GPU only)")
+
+
+def add_inference_args(parser: argparse.ArgumentParser) -> None:
+    """Whole / sliding-window inference and the test resize (default: the dataset preset's)."""
+    g = parser.add_argument_group("inference (default: the dataset preset's)")
+    g.add_argument("--mode", choices=("whole", "slide"), help="whole image or sliding windows")
+    g.add_argument("--crop-size", type=int, nargs="+", metavar="N", help="sliding window: H [W]")
+    g.add_argument("--stride", type=int, nargs="+", metavar="N", help="sliding stride: H [W]")
+    g.add_argument("--test-size", type=int, nargs=2, metavar=("LONG", "SHORT"),
+                   help="keep-ratio resize to fit (long, short) before inference")

@@ -1,0 +1,84 @@
+"""Workarounds for bugs and gaps of Jittor 1.3.11 (all seen with 1.3.11.0 on the CPU).
+
+Each function or class names the problem it works around; the rest of the
+project calls these instead of repeating the workaround. Remove one when the
+Jittor version that fixes it becomes the minimum.
+
+* :func:`materialize` -- a pending 1-element ``jt.array`` update breaks the
+  next fused kernel.
+* :class:`ChannelDropout` -- ``nn.Dropout2d`` ignores ``Module.train()``.
+* :func:`matmul_per_image` -- batched (3-D) matmuls run single-threaded.
+* :func:`reindex` -- ``>`` in ``reindex`` index expressions fails to compile.
+
+The worker-process and MPI overrides of Jittor's data loader are methods of
+the loader class itself and live in :mod:`datasets.loader`, each with the
+bug it works around. Setting ``JITTOR_HOME`` is persisted into
+``~/.cache/jittor/config.json`` by Jittor, so the project never sets it.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import jittor_env  # noqa: F401  (before jittor)
+import jittor as jt
+from jittor import nn
+
+__all__ = ["materialize", "ChannelDropout", "matmul_per_image", "reindex"]
+
+
+def materialize(variables: Iterable[jt.Var]) -> None:
+    """Compute ``variables`` now (a no-op for those already computed).
+
+    Jittor 1.3.11 inlines a 1-element ``jt.array`` that is still a pending
+    update (``Var.update(jt.array(...))``, e.g. CCNet's ``gamma`` right after
+    loading weights) into the next fused kernels and then fails to compile
+    some of them ("op0_outputstride0 was not declared"). Syncing those Vars
+    first avoids it.
+    """
+    variables = list(variables)
+    if variables:
+        jt.sync(variables)
+
+
+class ChannelDropout(nn.Module):
+    """Dropout2d: zeroes whole channels with probability ``p`` in training, scales the rest by 1/(1-p).
+
+    Jittor 1.3.11's ``nn.Dropout2d`` starts with ``is_train=False`` and does
+    not follow ``Module.train()``/``eval()``, so it never drops; this one
+    follows ``is_training()`` like every other module.
+    """
+
+    def __init__(self, p: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        if self.p == 0.0 or not self.is_training():
+            return x
+        keep = (jt.rand((x.shape[0], x.shape[1], 1, 1)) >= self.p).cast(x.dtype)
+        return x * keep / (1.0 - self.p)
+
+
+def matmul_per_image(a: jt.Var, b: jt.Var) -> jt.Var:
+    """``a @ b`` for 3-D ``a`` ``[B, n, k]`` and ``b`` ``[B, k, m]``, one 2-D matmul per image.
+
+    Jittor 1.3.11 runs batched (3-D) matmuls on the CPU as a single-threaded
+    loop, about 16x slower than its 2-D oneDNN sgemm.
+    """
+    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"expected [B, n, k] and [B, k, m], got {list(a.shape)} and {list(b.shape)}")
+    return jt.stack([jt.matmul(a[i], b[i]) for i in range(a.shape[0])])
+
+
+def reindex(x: jt.Var, shape: Sequence[int], indexes: Sequence[str]) -> jt.Var:
+    """``x.reindex(shape, indexes)`` with the index expressions checked first.
+
+    Jittor 1.3.11 fails to compile index expressions that contain ``>``
+    (write ``b<a`` instead of ``a>b``); out-of-range indices give 0.
+    """
+    bad = [e for e in indexes if ">" in e]
+    if bad:
+        raise ValueError(f"reindex expressions must not contain '>' (Jittor 1.3.11 cannot compile them): {bad}")
+    return x.reindex(list(shape), list(indexes))

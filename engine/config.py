@@ -1,0 +1,119 @@
+"""The training configuration: defaults, the dataset preset, validation, and what ``--resume`` keeps.
+
+A configuration is a plain dict with one entry per train.py option. Options
+left at ``None`` take their value from :data:`TRAIN_DEFAULTS` or, for the
+schedule and the crop, from the dataset preset (``datasets/presets.py``);
+:func:`resolve_train_config` fills them in and checks them. The resolved
+dict is what a run folder's ``config.json`` holds and what a checkpoint
+records; :func:`merge_resume_config` decides which options a resumed run
+takes from the checkpoint and which from its own command line.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, Iterable, Mapping, Optional
+
+from datasets import get_preset
+from datasets.transforms import pair
+from models import MODEL_PRESETS
+from models.losses import AUX_WEIGHT, OHEM_MIN_KEPT, OHEM_THRESH
+
+__all__ = ["TRAIN_DEFAULTS", "ADAMW_DEFAULTS", "PRESET_OPTIONS", "RESUME_FROM_CLI", "RESUME_IF_GIVEN",
+           "parse_model_opts", "given_options", "resolve_train_config", "merge_resume_config"]
+
+#: train.py's defaults for the options the dataset preset does not decide.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "dataset": "cityscapes", "data_path": None, "train_split": None, "val_split": None, "list_file": None,
+    "crop_size": None, "random_scale": True, "scale_range": None, "random_mirror": True, "workers": 4,
+    "model": "ccnet_resnet101", "pretrained": None, "weights": None, "recurrence": None, "model_opt": [],
+    "aux_weight": AUX_WEIGHT, "ohem": False, "ohem_thresh": OHEM_THRESH, "ohem_min_kept": OHEM_MIN_KEPT,
+    "batch_size": None, "iters": None, "opt": "sgd", "lr": None, "momentum": None, "weight_decay": None,
+    "power": None, "min_lr": 0.0, "head_lr_mult": 1.0,
+    "output_dir": None, "snapshot_interval": None, "eval_interval": None, "resume": None, "seed": 12345,
+    "print_freq": 10, "amp": False, "no_cuda": False, "no_progress": False, "stop_after": None,
+}
+
+#: AdamW's learning rate and weight decay when not given (mmsegmentation's VAN / transformer recipes).
+ADAMW_DEFAULTS = {"lr": 6e-5, "weight_decay": 0.01}
+
+#: Options whose default comes from the dataset preset.
+PRESET_OPTIONS = ("crop_size", "batch_size", "iters", "lr", "weight_decay", "momentum", "power",
+                  "train_split", "val_split")
+
+#: When resuming, these options come from the new command line (or the defaults); all others from
+#: the checkpoint's config, except those of RESUME_IF_GIVEN, which the new command line overrides
+#: only when given.
+RESUME_FROM_CLI = ("resume", "stop_after", "no_progress", "no_cuda", "amp", "workers", "print_freq")
+RESUME_IF_GIVEN = ("output_dir", "data_path", "list_file", "eval_interval", "snapshot_interval")
+
+
+def parse_model_opts(items: Optional[Iterable[str]]) -> dict:
+    """``["dropout=0", "aux_channels=null"]`` -> ``{"dropout": 0, "aux_channels": None}`` (values as JSON)."""
+    opts = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--model-opt expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            opts[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            opts[key.strip()] = value
+    return opts
+
+
+def given_options(options: Mapping[str, Any]) -> dict:
+    """The options actually given (not ``None``)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def resolve_train_config(options: Mapping[str, Any]) -> dict:
+    """Every option filled in (defaults, then the dataset preset) and checked; returns the configuration."""
+    cfg = {**TRAIN_DEFAULTS, **given_options(options)}
+    preset = get_preset(cfg["dataset"])
+    if cfg["model"] not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {cfg['model']!r}; valid names: {', '.join(sorted(MODEL_PRESETS))}")
+    cfg["data_path"] = cfg["data_path"] or os.path.join("data", cfg["dataset"])
+    cfg["num_classes"] = preset.num_classes
+    cfg["ignore_index"] = preset.ignore_index
+    cfg["crop_size"] = list(pair(cfg["crop_size"], "--crop-size") if cfg["crop_size"] else preset.crop_size)
+    adamw = cfg["opt"] == "adamw"
+    for key in PRESET_OPTIONS:
+        if cfg.get(key) is None:
+            cfg[key] = ADAMW_DEFAULTS[key] if adamw and key in ADAMW_DEFAULTS else getattr(preset, key)
+    if cfg["snapshot_interval"] is None:
+        cfg["snapshot_interval"] = max(1, cfg["iters"] // 10)
+    if cfg["eval_interval"] is None:
+        cfg["eval_interval"] = cfg["iters"]
+    cfg["output_dir"] = cfg["output_dir"] or os.path.join("work_dirs", f"{cfg['model']}_{cfg['dataset']}")
+    cfg["model_opts"] = parse_model_opts(cfg["model_opt"])
+    for key in ("iters", "batch_size"):
+        if cfg[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")
+    if not (cfg["lr"] > 0 and math.isfinite(cfg["lr"])):
+        raise ValueError(f"--lr must be positive, got {cfg['lr']}")
+    return cfg
+
+
+def merge_resume_config(cfg: Mapping[str, Any], saved: Mapping[str, Any], given: Mapping[str, Any]) -> dict:
+    """The saved configuration, with RESUME_FROM_CLI (and RESUME_IF_GIVEN when given) from ``cfg``.
+
+    ``cfg`` is this command line's resolved configuration and ``given`` the
+    options it actually gave; any other given option whose value differs from
+    the saved one is reported as ignored.
+    """
+    merged = dict(saved)
+    for key in RESUME_FROM_CLI:
+        if key in cfg:
+            merged[key] = cfg[key]
+    for key in RESUME_IF_GIVEN:
+        if key in given:
+            merged[key] = cfg[key]
+    ignored = [k for k in given if k not in RESUME_FROM_CLI + RESUME_IF_GIVEN and k in saved
+               and cfg.get(k) != saved[k]]
+    if ignored:
+        print(f"warning: --resume continues the saved configuration; ignoring {', '.join(sorted(ignored))} "
+              "given on this command line", file=sys.stderr)
+    return merged

@@ -1,0 +1,93 @@
+"""Processes, devices and seeds.
+
+Under ``mpirun`` every process runs the same script: Jittor's optimizer
+all-reduces the gradients (mean), its BatchNorm synchronises the batch
+statistics, and the data loader gives each rank its share of every (global)
+batch (:mod:`datasets.loader`). Only rank 0 writes files and prints.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+import jittor_env  # noqa: F401  (before jittor)
+import jittor as jt
+from jittor import nn
+
+__all__ = ["rank", "world_size", "is_main", "print0", "set_device", "set_seed", "iteration_seed",
+           "all_reduce_mean", "params_in_sync"]
+
+
+def rank() -> int:
+    """This process's MPI rank (0 without MPI)."""
+    return int(jt.rank) if jt.in_mpi else 0
+
+
+def world_size() -> int:
+    """The number of MPI processes (1 without MPI)."""
+    return int(jt.world_size) if jt.in_mpi else 1
+
+
+def is_main() -> bool:
+    """True on rank 0, the process that writes files and prints."""
+    return rank() == 0
+
+
+def print0(*args, **kwargs) -> None:
+    """``print`` on rank 0 only (flushed)."""
+    if is_main():
+        print(*args, **kwargs, flush=True)
+
+
+def set_device(no_cuda: bool = False, amp: bool = False) -> str:
+    """Select CPU or CUDA (and mixed precision); returns ``"cuda"`` or ``"cpu"``.
+
+    ``amp`` needs a GPU: on the CPU it is an error (ValueError) rather than a
+    silent float32 run.
+    """
+    use_cuda = bool(jt.has_cuda) and not no_cuda
+    jt.flags.use_cuda = 1 if use_cuda else 0
+    if amp:
+        if not use_cuda:
+            raise ValueError("--amp (mixed precision) needs a CUDA GPU; this run is on the CPU "
+                             f"({'--no-cuda given' if no_cuda else 'no GPU found'}). Drop --amp.")
+        # Reductions (softmax, BN statistics, losses) stay in float32; see shared/reference/jittor.md §6.
+        jt.flags.amp_level = 3
+    return "cuda" if use_cuda else "cpu"
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """Jittor's seed for one training iteration: a function of (seed, iteration, rank) only.
+
+    Reseeding Jittor at every iteration makes the random ops (dropout) of an
+    iteration independent of what ran before it, so a resumed run draws
+    exactly what an uninterrupted one would.
+    """
+    return (int(seed) * 1_000_003 + int(iteration) * 7919 + rank() * 2591) % (2 ** 31 - 1)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and Jittor; Jittor's seed differs per MPI rank (dropout), the others do not."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    jt.set_seed(iteration_seed(seed, 0))
+
+
+def all_reduce_mean(value: jt.Var) -> jt.Var:
+    """The mean of ``value`` over all processes (``value`` itself without MPI)."""
+    return value.mpi_all_reduce("mean") if jt.in_mpi else value
+
+
+def params_in_sync(model: nn.Module) -> float:
+    """Largest absolute difference of any parameter between this rank and rank 0 (0.0 without MPI)."""
+    if not jt.in_mpi:
+        return 0.0
+    worst = 0.0
+    for p in model.parameters():
+        root = p.mpi_broadcast(0)
+        worst = max(worst, float((p - root).abs().max().item()))
+    # every rank learns every rank's worst deviation (all-reduce has only add/mean)
+    per_rank = np.zeros(world_size(), np.float64)
+    per_rank[rank()] = worst
+    return float(jt.array(per_rank).mpi_all_reduce("add").numpy().max())

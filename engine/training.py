@@ -1,0 +1,149 @@
+"""train.py's run: from options to a trained model in a run folder.
+
+:func:`run` resolves the configuration (:mod:`engine.config`), continues a
+checkpoint when resuming, builds the model (with ImageNet or whole-model
+weights), loss, optimizer and data, writes ``config.json`` and hands over to
+the loop (:func:`engine.loop.train`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping, Optional
+
+import jittor_env  # noqa: F401  (before jittor)
+import jittor as jt
+from jittor import nn
+
+from datasets import build_dataset, get_preset
+from engine import dist
+from engine.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, read_model_file, set_rng_state
+from engine.config import given_options, merge_resume_config, resolve_train_config
+from engine.evaluation import evaluate
+from engine.loop import train
+from engine.optim import build_optimizer, load_optimizer_state
+from models import build_model
+from models.losses import SegmentationLoss
+from models.weights import WeightLoadError, load_state_dict_strict
+from pretrained.io import write_json
+
+__all__ = ["configure", "build_train_set", "run"]
+
+
+def configure(options: Mapping[str, Any]) -> tuple[dict, Optional[dict]]:
+    """The run's configuration and, when resuming, the checkpoint it continues."""
+    cfg = resolve_train_config(options)
+    if not options.get("resume"):
+        return cfg, None
+    path = find_checkpoint(options["resume"])
+    checkpoint = load_checkpoint(path)
+    cfg = merge_resume_config(cfg, checkpoint.get("config") or {}, given_options(options))
+    cfg["resume"] = path
+    return cfg, checkpoint
+
+
+def build_train_set(cfg: Mapping[str, Any], input_norm, world: int):
+    """The training dataset of ``cfg`` (this rank's share of every global batch)."""
+    scale_range = tuple(cfg["scale_range"]) if cfg.get("scale_range") else None
+    if not cfg["random_scale"]:
+        scale_range = (1.0, 1.0)
+    # Bound each worker's buffer to about two batches instead of Jittor's 512 MB: the
+    # workers then stay a few batches ahead of a slow training step rather than
+    # holding up to a whole pass of batches in memory.
+    crop_h, crop_w = cfg["crop_size"]
+    batch_bytes = cfg["batch_size"] // max(1, world) * crop_h * crop_w * (3 * 4 + 4)
+    return build_dataset(cfg["dataset"], cfg["data_path"], split=cfg["train_split"], train=True,
+                         input_norm=input_norm, crop_size=tuple(cfg["crop_size"]), scale_range=scale_range,
+                         flip=cfg["random_mirror"], list_file=cfg.get("list_file"), seed=cfg["seed"],
+                         batch_size=cfg["batch_size"], num_workers=cfg["workers"], shuffle=True, drop_last=True,
+                         buffer_size=2 * batch_bytes + (4 << 20))
+
+
+def _initial_weights(model: nn.Module, cfg: Mapping[str, Any], checkpoint: Optional[dict]) -> None:
+    """Load the resumed checkpoint's weights, or ``--weights`` (a checkpoint or a converted CCNet)."""
+    if checkpoint is not None:
+        load_state_dict_strict(model, checkpoint["model"])
+    elif cfg.get("weights"):
+        mf = read_model_file(cfg["weights"])
+        try:
+            load_state_dict_strict(model, mf.state)
+        except WeightLoadError as exc:
+            raise CheckpointError(f"--weights {mf.path!r} does not fit {cfg['model']}: {exc}") from None
+    # Every rank starts from rank 0's weights. Jittor's optimizer also broadcasts at
+    # its first step, but only after computing that step's gradients.
+    model.mpi_param_broadcast()
+
+
+def _eval_fn(cfg: Mapping[str, Any], model: nn.Module, preset, world: int):
+    """The periodic evaluation on the val split (None when ``eval_interval`` is 0)."""
+    if not cfg["eval_interval"]:
+        return None
+    # In-process loading: the set is evaluated several times and worker restarts are costly.
+    val_set = build_dataset(cfg["dataset"], cfg["data_path"], split=cfg["val_split"], train=False,
+                            input_norm=model.input_norm, batch_size=world, seed=cfg["seed"], num_workers=0)
+
+    def eval_fn(iteration: int) -> dict:
+        result = evaluate(model, val_set, preset.num_classes, ignore_index=preset.ignore_index,
+                          mode=preset.test_mode, crop_size=preset.test_crop, stride=preset.test_stride,
+                          progress=not cfg["no_progress"], desc=f"val@{iteration}")
+        dist.print0(f"iter {iteration}: val mIoU {100 * result['mIoU']:.2f}  "
+                    f"mAcc {100 * result['mAcc']:.2f}  aAcc {100 * result['aAcc']:.2f}")
+        return {k: result[k] for k in ("mIoU", "mAcc", "aAcc")}
+    return eval_fn
+
+
+def run(options: Mapping[str, Any]) -> dict:
+    """Train as ``options`` say (train.py's arguments, ``None`` = not given); returns the final summary."""
+    cfg, checkpoint = configure(options)
+    device = dist.set_device(cfg["no_cuda"], cfg["amp"])
+    world = dist.world_size()
+    if cfg["batch_size"] % world:
+        raise ValueError(f"the global batch size {cfg['batch_size']} is not divisible by the {world} MPI "
+                         "processes; every process must get the same share (synchronised BatchNorm)")
+    preset = get_preset(cfg["dataset"])
+    dist.set_seed(cfg["seed"])
+
+    model = build_model(cfg["model"], preset.num_classes, recurrence=cfg["recurrence"],
+                        pretrained_backbone=None if checkpoint else cfg["pretrained"], **cfg["model_opts"])
+    cfg["recurrence"] = int(model.recurrence)
+    _initial_weights(model, cfg, checkpoint)
+    criterion = SegmentationLoss(preset.num_classes, ignore_index=preset.ignore_index,
+                                 aux_weight=cfg["aux_weight"], ohem=cfg["ohem"], ohem_thresh=cfg["ohem_thresh"],
+                                 ohem_min_kept=cfg["ohem_min_kept"],
+                                 align_corners=bool(getattr(model, "align_corners", True)))
+    optimizer = build_optimizer(model, cfg["opt"], cfg["lr"], cfg["momentum"], cfg["weight_decay"],
+                                cfg["head_lr_mult"])
+    start_iter = 0
+    if checkpoint is not None:
+        load_optimizer_state(optimizer, checkpoint["optimizer"])
+        set_rng_state(checkpoint.get("rng", {}))
+        start_iter = int(checkpoint["iter"])
+        if start_iter >= cfg["iters"]:
+            dist.print0(f"{cfg['resume']} is already at iteration {start_iter} of {cfg['iters']}; nothing to do")
+            return {"iter": start_iter, "checkpoint": cfg["resume"]}
+
+    train_set = build_train_set(cfg, model.input_norm, world)
+    eval_fn = _eval_fn(cfg, model, preset, world)
+    cfg.update(world_size=world, device=device, jittor_version=jt.__version__,
+               train_samples=train_set.num_samples, iters_per_epoch=len(train_set),
+               started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if dist.is_main():
+        write_json(os.path.join(cfg["output_dir"], "config.json"), cfg)
+        dist.print0(f"training {cfg['model']} on {cfg['dataset']} ({train_set.num_samples} images, "
+                    f"{len(train_set)} iterations per epoch) for {cfg['iters']} iterations, "
+                    f"global batch {cfg['batch_size']} over {world} process(es) on {device}; "
+                    f"run folder {cfg['output_dir']}"
+                    + (f"; resuming at iteration {start_iter}" if start_iter else ""))
+    result = train(
+        model, criterion, optimizer, train_set, max_iters=cfg["iters"], base_lr=cfg["lr"], power=cfg["power"],
+        min_lr=cfg["min_lr"], seed=cfg["seed"], start_iter=start_iter, output_dir=cfg["output_dir"],
+        snapshot_interval=cfg["snapshot_interval"], eval_interval=cfg["eval_interval"], eval_fn=eval_fn,
+        print_freq=cfg["print_freq"], config=cfg, progress=not cfg["no_progress"], stop_after=cfg["stop_after"],
+        checkpoint_extra={"model_name": cfg["model"], "num_classes": preset.num_classes,
+                          "dataset": cfg["dataset"]})
+    if jt.in_mpi:
+        diff = dist.params_in_sync(model)
+        result["rank_max_abs_diff"] = diff
+        dist.print0(f"parameters across {world} processes: max abs difference {diff:.3g}")
+    dist.print0(f"done: iteration {result['iter']}, loss {result['loss']:.4f}, checkpoint {result['checkpoint']}")
+    return result
