@@ -11,27 +11,29 @@
    table, and colourised predictions in ``work_dirs/demo/eval_val/pred``.
 
 It prints the mIoU and the wall time, and exits with status 1 if the mIoU is
-below ``--min-miou`` (0.6). The run folder ``work_dirs/demo`` is recreated.
+below ``--min-miou`` (0.6). A previous demo run in ``work_dirs/demo`` is
+replaced (its run files only); a folder that is not a run folder of this
+project is never touched.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
 from datasets import demo as demo_data
-from engine import evaluation, training
+from engine import cli, evaluation, run_folder, training
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-path", default="data/demo_cityscapes", help="demo dataset folder (generated if missing)")
-    p.add_argument("--output-dir", default="work_dirs/demo", help="run folder (deleted and recreated)")
+    p.add_argument("--output-dir", default="work_dirs/demo",
+                   help="run folder (a previous demo run there is replaced; anything else is refused)")
     p.add_argument("--iters", type=int, default=300, help="training iterations")
     p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("--crop-size", type=int, default=128)
@@ -48,9 +50,12 @@ def main(args: argparse.Namespace) -> dict:
         print(f"generated the demo dataset in {args.data_path}: {counts}", flush=True)
     else:
         print(f"using the demo dataset in {args.data_path}", flush=True)
-    if os.path.isdir(args.output_dir):
-        shutil.rmtree(args.output_dir)
-    training.run({"dataset": "demo", "data_path": args.data_path, "model": "ccnet_demo", "iters": args.iters,
+    out = args.output_dir
+    if os.path.isdir(out) and os.listdir(out) and not run_folder.is_run_folder(out):
+        raise run_folder.RunFolderError(
+            f"--output-dir {out} holds files that are not a run of this project; "
+            "the demo only ever replaces its own run folder: choose another --output-dir")
+    training.run({"overwrite": True,"dataset": "demo", "data_path": args.data_path, "model": "ccnet_demo", "iters": args.iters,
                   "batch_size": args.batch_size, "crop_size": [args.crop_size], "workers": args.workers,
                   "output_dir": args.output_dir, "eval_interval": 0, "snapshot_interval": max(1, args.iters // 3),
                   "print_freq": 10, "seed": 0, "no_progress": args.no_progress})
@@ -66,7 +71,9 @@ def main(args: argparse.Namespace) -> dict:
     return {"mIoU": miou, "seconds": wall, "train_seconds": t_train}
 
 
+def _run(args: argparse.Namespace) -> int:
+    return 0 if main(args)["mIoU"] >= args.min_miou else 1
+
+
 if __name__ == "__main__":
-    arguments = get_args_parser().parse_args()
-    summary = main(arguments)
-    sys.exit(0 if summary["mIoU"] >= arguments.min_miou else 1)
+    sys.exit(cli.run_main(_run, get_args_parser().parse_args()))

@@ -14,7 +14,9 @@ Defaults (crop, batch size, learning rate, weight decay, iterations) come from
 the dataset preset (``datasets/presets.py``); every flag overrides them. The run
 folder gets ``config.json`` (the resolved configuration), ``log.jsonl`` (one
 JSON object per logged iteration / evaluation) and ``checkpoint_*.pkl``;
-``--resume <checkpoint or run folder>`` continues exactly where a run stopped.
+``--resume <checkpoint or run folder>`` continues exactly where a run stopped
+(with the same number of processes). A run folder that already holds a run is
+never overwritten by accident: a fresh run there needs ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -61,7 +63,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--aux-weight", type=float, help=f"weight of the auxiliary (dsn) loss (default {D['aux_weight']})")
     g.add_argument("--ohem", action="store_true", default=None, help="online hard example mining on the main head")
     g.add_argument("--ohem-thresh", type=float, help=f"OHEM probability threshold (default {D['ohem_thresh']})")
-    g.add_argument("--ohem-min-kept", type=int, help=f"OHEM minimum kept pixels (default {D['ohem_min_kept']})")
+    g.add_argument("--ohem-min-kept", type=int,
+                   help=f"OHEM minimum kept pixels of the GLOBAL batch, whatever the process count "
+                        f"(default {D['ohem_min_kept']}; the official code counts per GPU)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("-b", "--batch-size", type=int,
@@ -78,13 +82,18 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"learning-rate multiplier of neck and heads (default {D['head_lr_mult']})")
 
     g = p.add_argument_group("run")
-    g.add_argument("--output-dir", help="run folder (default work_dirs/<model>_<dataset>)")
+    g.add_argument("--output-dir", help="run folder (default work_dirs/<model>_<dataset>); a folder that "
+                   "already holds a run is refused unless --resume or --overwrite is given")
+    g.add_argument("--overwrite", action="store_true", default=None,
+                   help="start again in a run folder that holds a run: its run files are removed first")
     g.add_argument("--snapshot-interval", type=int,
                    help="checkpoint every N iterations (default iters/10); one at the end always")
     g.add_argument("--eval-interval", type=int,
                    help="evaluate on the val split every N iterations (default: only at the end; 0: never)")
     g.add_argument("--resume", metavar="CHECKPOINT",
-                   help="continue a run from a checkpoint file or a run folder (its checkpoint_last.pkl)")
+                   help="continue a run from a checkpoint file or a run folder (its checkpoint_last.pkl) with "
+                        "its saved settings; --lr, --iters, --output-dir, --data-path, --eval-interval and "
+                        "--snapshot-interval may be given anew")
     g.add_argument("--seed", type=int, help=f"seed of data order, augmentation and init (default {D['seed']})")
     g.add_argument("--print-freq", type=int, help=f"log every N iterations (default {D['print_freq']})")
     g.add_argument("--amp", action="store_true", default=None, help="mixed precision (GPU only)")

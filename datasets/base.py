@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -70,13 +69,20 @@ def pair_samples(images: dict[str, str], labels: dict[str, str] | None, where: s
 
 
 def read_image(path: str) -> np.ndarray:
-    """HxWx3 uint8 RGB image; DatasetError naming the file if it cannot be decoded."""
+    """HxWx3 uint8 RGB image (grey, palette and RGBA converted); DatasetError naming the file otherwise.
+
+    Decoded with Pillow, which refuses a truncated file (OpenCV decodes a
+    truncated JPEG and fills the missing part with grey, with only a warning).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path!r}")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"cannot read image {path!r} (corrupt or not an image file)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"cannot read image {path!r}: truncated, corrupt or not an image file "
+                           f"({exc})") from None
 
 
 def read_label_raw(path: str) -> np.ndarray:
@@ -158,7 +164,9 @@ class SegmentationDataset(EpochLoader):
                 f"{type(self).__name__} ({self.num_classes} classes after mapping) nor the ignore label")
         return lut[raw].astype(np.uint8)
 
-    def __getitem__(self, index: int):
+    sample_error = DatasetError
+
+    def load(self, index: int):
         index = int(index)
         epoch_code, i = self.decode_index(index)
         sample = self.samples[i]
@@ -186,6 +194,9 @@ class SegmentationDataset(EpochLoader):
     # ------------------------------------------------------------------ batching
 
     def collate_batch(self, batch):
+        failed = self.error_batch(batch)
+        if failed is not None:
+            return failed
         images, labels, metas = zip(*batch)
         shapes = {(im.shape, lb.shape) for im, lb in zip(images, labels)}
         if len(shapes) > 1:

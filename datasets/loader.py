@@ -43,9 +43,15 @@ each for a bug seen with 1.3.11.0:
   position by its first sample's index (``meta["index"]``), and one that
   arrives early waits for its turn: batches come out in the same order as
   without workers.
+* Errors (``_worker_main``, ``__getitem__``): a sample that fails to load in a
+  worker printed the worker's traceback and SIGINTed the main process. Here a
+  sample's error (a corrupt file, a bad label) travels with its batch and is
+  raised in the main process as the same one-line error as without workers;
+  workers also leave Ctrl-C to the main process.
 """
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any, Optional
 
@@ -61,12 +67,16 @@ __all__ = ["EpochLoader", "mpi_shard_positions", "owned_positions"]
 class EpochLoader(Dataset):
     """Jittor ``Dataset`` over ``num_samples`` samples, one epoch per pass (see the module docstring).
 
-    Subclasses implement ``__getitem__(index)``, decode it with
-    :meth:`decode_index`, and return ``(image, label, meta)`` with
-    ``meta["index"] = index`` (the worker path needs it to order batches).
-    Loader options (``batch_size``, ``shuffle``, ``drop_last``,
-    ``num_workers``, ...) are Jittor's.
+    Subclasses implement ``load(index)``, decode it with :meth:`decode_index`,
+    and return ``(image, label, meta)`` with ``meta["index"] = index`` (the
+    worker path needs it to order batches); their ``collate_batch`` passes an
+    error record (:meth:`error_batch`) on. Loader options (``batch_size``,
+    ``shuffle``, ``drop_last``, ``num_workers``, ...) are Jittor's.
     """
+
+    #: What a sample's loading error is raised as in the main process (FileNotFoundError stays one).
+    sample_error: type = ValueError
+    _errors_as_records = False   # True while a pass loads samples (in the workers, and with -j 0)
 
     def __init__(self, num_samples: int, seed: int = 0, **loader_kwargs: Any) -> None:
         loader_kwargs.setdefault("batch_size", 1)
@@ -91,6 +101,34 @@ class EpochLoader(Dataset):
 
     def _max_epoch_code(self) -> int:
         return max(1, (2 ** 31 - 1) // self.num_samples)  # indices travel as int32
+
+    def load(self, index: int):
+        """Sample ``index`` (epoch encoded, see :meth:`decode_index`) as ``(image, label, meta)``."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        if not self._errors_as_records:
+            return self.load(index)
+        try:
+            return self.load(index)
+        except (ValueError, OSError) as exc:   # bad data, not a bug: reported by the main process
+            return {"load_error": [type(exc).__name__, str(exc)], "index": int(index)}
+
+    @staticmethod
+    def error_batch(items: list) -> Optional[tuple]:
+        """For ``collate_batch``: the batch that carries the first error record among ``items``, or None."""
+        errors = [item for item in items if isinstance(item, dict) and "load_error" in item]
+        if not errors:
+            return None
+        first = items[0]["index"] if isinstance(items[0], dict) else items[0][2]["index"]
+        return (np.zeros(1, np.float32), np.zeros(1, np.int32),
+                {"index": [first], "load_error": [errors[0]["load_error"]]})
+
+    def _worker_main(self, *args):
+        # In a worker process: Ctrl-C is the main process's to handle, and errors travel as records.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self._errors_as_records = True
+        return super()._worker_main(*args)
 
     def decode_index(self, index: int) -> tuple[int, int]:
         """``(epoch code, sample)`` of an index handed to ``__getitem__``."""
@@ -122,7 +160,11 @@ class EpochLoader(Dataset):
         if self.num_workers:
             yield from self._iter_workers()
         else:
-            yield from super().__iter__()
+            self._errors_as_records = True
+            try:
+                yield from super().__iter__()
+            finally:
+                self._errors_as_records = False
         self._pass_completed = True
 
     def _iter_workers(self):
@@ -244,6 +286,9 @@ class EpochLoader(Dataset):
 
     def to_jittor(self, batch):
         image, label, meta = batch
+        if "load_error" in meta:
+            kind, message = meta["load_error"][0]
+            raise (FileNotFoundError if kind == "FileNotFoundError" else self.sample_error)(message)
         # Jittor's worker ring buffer turns tuples into lists; restore them.
         meta = {k: [tuple(v) if isinstance(v, list) else v for v in vals] for k, vals in meta.items()}
         if not self.keep_numpy_array:

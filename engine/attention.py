@@ -21,6 +21,7 @@ import jittor as jt
 from datasets.base import read_image
 from engine.dist import set_device
 from engine.inference import find_images, load_model_from_options, preprocess
+from pretrained.io import check_output_dir, check_output_file
 
 __all__ = ["propagate", "composed_attention", "criss_cross_matrix", "feature_pixel", "heat_overlay",
            "render_panels", "run"]
@@ -155,6 +156,10 @@ def run(options: dict) -> int:
     if single_file and (len(images) > 1 or len(pixels) > 1):
         raise ValueError(f"-o {output} is one file, but there are {len(images)} image(s) x "
                          f"{len(pixels)} pixel(s): give a folder")
+    if single_file:
+        check_output_file(output, "-o/--output")
+    else:
+        check_output_dir(output, "-o/--output")
     set_device(no_cuda=bool(options.get("no_cuda")))
     model, info = load_model_from_options(options)
     if model.recurrence < 1:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from datasets import DatasetError
 from engine.checkpoint import CheckpointError
+from engine.compat import restore_sigint
 from engine.loop import TrainingStopped
 from models.weights import WeightLoadError
 from pretrained.io import FileFormatError
@@ -36,10 +37,11 @@ def run_main(fn: Callable[..., Any], *args: Any) -> int:
 
     ``fn`` may return an int exit status of its own (e.g. 1 for partly failed work).
     """
+    restore_sigint()
     try:
         status = fn(*args)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted (Ctrl-C)", file=sys.stderr, flush=True)
         return 130
     except KNOWN_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

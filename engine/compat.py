@@ -9,6 +9,7 @@ Jittor version that fixes it becomes the minimum.
 * :class:`ChannelDropout` -- ``nn.Dropout2d`` ignores ``Module.train()``.
 * :func:`matmul_per_image` -- batched (3-D) matmuls run single-threaded.
 * :func:`reindex` -- ``>`` in ``reindex`` index expressions fails to compile.
+* :func:`restore_sigint` -- Jittor's SIGINT handler exits the process.
 
 The worker-process and MPI overrides of Jittor's data loader are methods of
 the loader class itself and live in :mod:`datasets.loader`, each with the
@@ -17,13 +18,15 @@ bug it works around. Setting ``JITTOR_HOME`` is persisted into
 """
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Iterable, Sequence
 
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-__all__ = ["materialize", "ChannelDropout", "matmul_per_image", "reindex"]
+__all__ = ["materialize", "ChannelDropout", "matmul_per_image", "reindex", "restore_sigint"]
 
 
 def materialize(variables: Iterable[jt.Var]) -> None:
@@ -82,3 +85,14 @@ def reindex(x: jt.Var, shape: Sequence[int], indexes: Sequence[str]) -> jt.Var:
     if bad:
         raise ValueError(f"reindex expressions must not contain '>' (Jittor 1.3.11 cannot compile them): {bad}")
     return x.reindex(list(shape), list(indexes))
+
+
+def restore_sigint() -> None:
+    """Give SIGINT (Ctrl-C) back to Python, so that it raises KeyboardInterrupt.
+
+    Jittor 1.3.11 installs a C handler at import that prints "Caught SIGINT,
+    quick exit" and exits with status 1, so no ``except KeyboardInterrupt``
+    ever runs: no message saying where a run stopped, and the wrong exit status.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -21,8 +21,9 @@ from datasets.transforms import pair
 from models import MODEL_PRESETS
 from models.losses import AUX_WEIGHT, OHEM_MIN_KEPT, OHEM_THRESH
 
-__all__ = ["TRAIN_DEFAULTS", "ADAMW_DEFAULTS", "PRESET_OPTIONS", "RESUME_FROM_CLI", "RESUME_IF_GIVEN",
-           "parse_model_opts", "given_options", "resolve_train_config", "merge_resume_config"]
+__all__ = ["TRAIN_DEFAULTS", "ADAMW_DEFAULTS", "MIN_CROP", "PRESET_OPTIONS", "RESUME_FROM_CLI", "RESUME_IF_GIVEN",
+           "PATH_OPTIONS", "parse_model_opts", "given_options", "check_train_config", "resolve_train_config",
+           "merge_resume_config"]
 
 #: train.py's defaults for the options the dataset preset does not decide.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -32,12 +33,16 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "aux_weight": AUX_WEIGHT, "ohem": False, "ohem_thresh": OHEM_THRESH, "ohem_min_kept": OHEM_MIN_KEPT,
     "batch_size": None, "iters": None, "opt": "sgd", "lr": None, "momentum": None, "weight_decay": None,
     "power": None, "min_lr": 0.0, "head_lr_mult": 1.0,
-    "output_dir": None, "snapshot_interval": None, "eval_interval": None, "resume": None, "seed": 12345,
+    "output_dir": None, "overwrite": False, "snapshot_interval": None, "eval_interval": None, "resume": None,
+    "seed": 12345,
     "print_freq": 10, "amp": False, "no_cuda": False, "no_progress": False, "stop_after": None,
 }
 
 #: AdamW's learning rate and weight decay when not given (mmsegmentation's VAN / transformer recipes).
 ADAMW_DEFAULTS = {"lr": 6e-5, "weight_decay": 0.01}
+
+#: The smallest training crop: the backbones' largest stride (VAN's last stage is at 1/32).
+MIN_CROP = 32
 
 #: Options whose default comes from the dataset preset.
 PRESET_OPTIONS = ("crop_size", "batch_size", "iters", "lr", "weight_decay", "momentum", "power",
@@ -46,8 +51,65 @@ PRESET_OPTIONS = ("crop_size", "batch_size", "iters", "lr", "weight_decay", "mom
 #: When resuming, these options come from the new command line (or the defaults); all others from
 #: the checkpoint's config, except those of RESUME_IF_GIVEN, which the new command line overrides
 #: only when given.
-RESUME_FROM_CLI = ("resume", "stop_after", "no_progress", "no_cuda", "amp", "workers", "print_freq")
-RESUME_IF_GIVEN = ("output_dir", "data_path", "list_file", "eval_interval", "snapshot_interval")
+RESUME_FROM_CLI = ("resume", "stop_after", "no_progress", "no_cuda", "amp", "workers", "print_freq", "overwrite")
+RESUME_IF_GIVEN = ("output_dir", "data_path", "list_file", "eval_interval", "snapshot_interval", "lr", "iters")
+
+#: Options holding paths: recorded absolute, so that a later command finds them from any folder.
+PATH_OPTIONS = ("data_path", "list_file", "pretrained", "weights", "output_dir", "resume")
+
+
+def _flag(key: str) -> str:
+    return {"workers": "-j/--workers", "batch_size": "-b/--batch-size"}.get(key, "--" + key.replace("_", "-"))
+
+
+def _number(key: str, value: Any, kind: type, low: float, high: float = math.inf, low_open: bool = False,
+            high_open: bool = False, what: str = "") -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and kind is int:
+        ok = float(value).is_integer()
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        raise ValueError(f"{_flag(key)} must be {what}, got {value}")
+
+
+#: (kind, low, high, low open, high open, description) of each numeric option.
+_RULES: dict[str, tuple] = {
+    "batch_size": (int, 1, math.inf, False, False, "a positive integer"),
+    "iters": (int, 1, math.inf, False, False, "a positive integer"),
+    "workers": (int, 0, math.inf, False, False, "0 (load in the main process) or more worker processes"),
+    "print_freq": (int, 1, math.inf, False, False, "a positive integer"),
+    "snapshot_interval": (int, 0, math.inf, False, False, "0 (only at the end) or a positive integer"),
+    "eval_interval": (int, 0, math.inf, False, False, "0 (never) or a positive integer"),
+    "seed": (int, 0, 2 ** 31 - 1, False, False, "an integer in 0 .. 2**31-1"),
+    "stop_after": (int, 1, math.inf, False, False, "a positive integer"),
+    "ohem_min_kept": (int, 0, math.inf, False, False, "0 or more pixels"),
+    "recurrence": (int, 0, 3, False, False, "0, 1, 2 or 3"),
+    "lr": (float, 0, math.inf, True, False, "a positive number"),
+    "min_lr": (float, 0, math.inf, False, False, "0 or a positive number below --lr"),
+    "momentum": (float, 0, 1, False, True, "in [0, 1)"),
+    "weight_decay": (float, 0, math.inf, False, False, "0 or a positive number"),
+    "power": (float, 0, math.inf, False, False, "0 or a positive number"),
+    "head_lr_mult": (float, 0, math.inf, True, False, "a positive number"),
+    "aux_weight": (float, 0, math.inf, False, False, "0 or a positive number"),
+    "ohem_thresh": (float, 0, 1, True, False, "in (0, 1]"),
+}
+
+
+def check_train_config(cfg: Mapping[str, Any]) -> None:
+    """ValueError naming the flag for any option outside its range (a zero, a NaN, a negative rate ...)."""
+    for key, (kind, low, high, low_open, high_open, what) in _RULES.items():
+        if cfg.get(key) is not None:
+            _number(key, cfg[key], kind, low, high, low_open, high_open, what)
+    if cfg["min_lr"] >= cfg["lr"]:
+        raise ValueError(f"--min-lr ({cfg['min_lr']}) must be below --lr ({cfg['lr']})")
+    if min(cfg["crop_size"]) < MIN_CROP:
+        raise ValueError(f"--crop-size must be at least {MIN_CROP} pixels (the backbones' largest stride), "
+                         f"got {cfg['crop_size']}")
+    if cfg.get("scale_range") is not None:
+        low, high = cfg["scale_range"]
+        if not (0 < low <= high < math.inf):
+            raise ValueError(f"--scale-range must be LOW HIGH with 0 < LOW <= HIGH, got {low} {high}")
 
 
 def parse_model_opts(items: Optional[Iterable[str]]) -> dict:
@@ -83,17 +145,17 @@ def resolve_train_config(options: Mapping[str, Any]) -> dict:
     for key in PRESET_OPTIONS:
         if cfg.get(key) is None:
             cfg[key] = ADAMW_DEFAULTS[key] if adamw and key in ADAMW_DEFAULTS else getattr(preset, key)
+    _number("iters", cfg["iters"], *_RULES["iters"])
     if cfg["snapshot_interval"] is None:
         cfg["snapshot_interval"] = max(1, cfg["iters"] // 10)
     if cfg["eval_interval"] is None:
         cfg["eval_interval"] = cfg["iters"]
     cfg["output_dir"] = cfg["output_dir"] or os.path.join("work_dirs", f"{cfg['model']}_{cfg['dataset']}")
     cfg["model_opts"] = parse_model_opts(cfg["model_opt"])
-    for key in ("iters", "batch_size"):
-        if cfg[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")
-    if not (cfg["lr"] > 0 and math.isfinite(cfg["lr"])):
-        raise ValueError(f"--lr must be positive, got {cfg['lr']}")
+    for key in PATH_OPTIONS:
+        if cfg.get(key):
+            cfg[key] = os.path.abspath(cfg[key])
+    check_train_config(cfg)
     return cfg
 
 

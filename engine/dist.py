@@ -15,8 +15,8 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-__all__ = ["rank", "world_size", "is_main", "print0", "set_device", "set_seed", "iteration_seed",
-           "all_reduce_mean", "params_in_sync"]
+__all__ = ["rank", "world_size", "is_main", "print0", "barrier", "set_device", "set_seed", "iteration_seed",
+           "all_reduce_mean", "all_reduce_sum", "all_gather", "params_in_sync"]
 
 
 def rank() -> int:
@@ -38,6 +38,12 @@ def print0(*args, **kwargs) -> None:
     """``print`` on rank 0 only (flushed)."""
     if is_main():
         print(*args, **kwargs, flush=True)
+
+
+def barrier() -> None:
+    """Wait until every process gets here (a no-op without MPI)."""
+    if jt.in_mpi:
+        jt.array([0.0]).mpi_all_reduce("add").sync()
 
 
 def set_device(no_cuda: bool = False, amp: bool = False) -> str:
@@ -77,6 +83,23 @@ def set_seed(seed: int) -> None:
 def all_reduce_mean(value: jt.Var) -> jt.Var:
     """The mean of ``value`` over all processes (``value`` itself without MPI)."""
     return value.mpi_all_reduce("mean") if jt.in_mpi else value
+
+
+def all_reduce_sum(value: jt.Var) -> jt.Var:
+    """The sum of ``value`` over all processes (``value`` itself without MPI)."""
+    return value.mpi_all_reduce("add") if jt.in_mpi else value
+
+
+def all_gather(value: jt.Var) -> jt.Var:
+    """``[world, *value.shape]``: every process's ``value`` (the same shape on all), on every process.
+
+    Jittor's MPI has no all-gather: each rank fills its own slot of a zero
+    buffer and the buffers are summed.
+    """
+    if not jt.in_mpi:
+        return value.unsqueeze(0)
+    slots = [value if r == rank() else jt.zeros_like(value) for r in range(world_size())]
+    return jt.stack(slots).mpi_all_reduce("add")
 
 
 def params_in_sync(model: nn.Module) -> float:

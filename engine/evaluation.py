@@ -41,7 +41,7 @@ from engine.checkpoint import load_model, read_model_file
 from engine.config import parse_model_opts
 from engine.dist import is_main, print0, set_device, world_size
 from engine.inference import inference, save_label_png
-from pretrained.io import atomic_write
+from pretrained.io import atomic_write, check_output_dir
 
 __all__ = ["ConfusionMatrix", "format_table", "to_json", "evaluate", "submission_lut", "EVAL_DEFAULTS", "run"]
 
@@ -221,6 +221,12 @@ def run(options: dict) -> dict:
     preset = get_preset(dataset)
     data_path = o.get("data_path") or saved.get("data_path") or os.path.join("data", dataset)
     split = o.get("split") or preset.val_split
+    out_dir = o.get("output_dir") or os.path.join(os.path.dirname(os.path.abspath(mf.path)), f"eval_{split}")
+    pred_dir = os.path.join(out_dir, "pred") if o.get("save_pred") else None
+    sub_dir = os.path.join(out_dir, "submission") if o.get("submission") else None
+    for folder in filter(None, (out_dir, pred_dir, sub_dir)):  # before the evaluation, not after it
+        check_output_dir(folder, "--output-dir")
+    lut = submission_lut(preset) if o.get("submission") else None
     model, info = load_model(mf, model=o.get("model"), dataset=dataset, recurrence=o.get("recurrence"),
                              model_opts=None if o.get("model_opt") is None else parse_model_opts(o["model_opt"]))
     del mf
@@ -231,17 +237,15 @@ def run(options: dict) -> dict:
         raise ValueError("--mode slide needs --crop-size and --stride (the preset has none)")
     batch_size = int(o["batch_size"])
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+        raise ValueError(f"-b/--batch-size must be positive, got {batch_size}")
+    if int(o["workers"]) < 0:
+        raise ValueError(f"-j/--workers must be 0 (load in the main process) or more, got {o['workers']}")
     scales, flip = list(o["scales"]), bool(o["flip"])
     world = world_size()
     ds = build_dataset(dataset, data_path, split=split, train=False, input_norm=model.input_norm,
                        test_size=tuple(o["test_size"]) if o.get("test_size") else None,
                        list_file=o.get("list_file"), batch_size=batch_size * world,
                        num_workers=int(o["workers"]), shuffle=False, drop_last=False)
-    out_dir = o.get("output_dir") or os.path.join(os.path.dirname(os.path.abspath(info.path)), f"eval_{split}")
-    pred_dir = os.path.join(out_dir, "pred") if o.get("save_pred") else None
-    sub_dir = os.path.join(out_dir, "submission") if o.get("submission") else None
-    lut = submission_lut(preset) if o.get("submission") else None
     print0(f"evaluating {info.model} (recurrence {info.recurrence}) from {info.path} on "
            f"{dataset}/{split} ({ds.num_samples} images), {mode}"
            + (f" crop {crop} stride {stride}" if mode == "slide" else "")

@@ -31,6 +31,7 @@ from engine.checkpoint import load_model
 from engine.config import parse_model_opts
 from engine.dist import set_device
 from models.input_norm import InputNorm
+from pretrained.io import check_output_dir
 
 __all__ = ["whole_inference", "slide_inference", "inference", "preprocess", "predict_image", "palette_table",
            "colorize", "save_label_png", "overlay", "IMAGE_EXTENSIONS", "find_images", "load_model_from_options",
@@ -226,6 +227,7 @@ def run(options: dict) -> int:
         raise ValueError(f"--alpha must be in [0, 1], got {alpha}")
     output_dir = options.get("output_dir") or "predictions"
     images = find_images(options["inputs"], exclude=output_dir)
+    check_output_dir(output_dir, "-o/--output-dir")
     device = set_device(no_cuda=bool(options.get("no_cuda")))
     model, info = load_model_from_options(options)
     preset = info.preset

@@ -8,8 +8,10 @@ small parts, each readable on its own:
 * :func:`train_step` -- learning rate, seed, forward, loss, backward and update;
 * :class:`JsonlLogger` -- one JSON object per logged iteration or evaluation;
 * :class:`Snapshots` -- the checkpoints of a run folder;
-* a non-finite loss stops the run (:class:`TrainingStopped`) with the last
-  good checkpoint named; Ctrl-C says where the run stopped.
+* a non-finite loss, or weights that are no longer finite, stop the run
+  (:class:`TrainingStopped`) with the last good checkpoint named and how to
+  resume from it; no checkpoint with non-finite values is ever written;
+  Ctrl-C says where the run stopped and how to continue (:class:`Interrupted`).
 """
 from __future__ import annotations
 
@@ -20,19 +22,30 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
+
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
 from engine.checkpoint import CHECKPOINT_VERSION, link_atomic, model_state, rng_state, save_checkpoint
-from engine.dist import all_reduce_mean, is_main, iteration_seed, print0, world_size
+from engine.dist import all_reduce_mean, is_main, iteration_seed, world_size
 from engine.optim import optimizer_state, poly_lr, set_lr
 
-__all__ = ["TrainingStopped", "JsonlLogger", "Snapshots", "batches", "train_step", "train"]
+__all__ = ["TrainingStopped", "Interrupted", "JsonlLogger", "Snapshots", "batches", "train_step", "train"]
 
 
 class TrainingStopped(RuntimeError):
-    """Training stopped early (non-finite loss); the message says which checkpoint is the last good one."""
+    """Training stopped early (non-finite loss or weights); the message names the last good checkpoint."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the run stopped and how to continue it."""
+
+
+def _non_finite(arrays) -> list[str]:
+    return [name for name, a in arrays if np.issubdtype(np.asarray(a).dtype, np.floating)
+            and not np.isfinite(a).all()]
 
 
 class JsonlLogger:
@@ -55,18 +68,33 @@ class Snapshots:
     """Writes the checkpoints of a run: ``checkpoint_{iter:06d}.pkl`` and ``checkpoint_last.pkl`` (rank 0)."""
 
     def __init__(self, model: nn.Module, optimizer: jt.optim.Optimizer, output_dir: Optional[str], seed: int,
-                 config: Optional[dict] = None, extra: Optional[dict] = None) -> None:
+                 config: Optional[dict] = None, extra: Optional[dict] = None, last: Optional[str] = None) -> None:
         self.model, self.optimizer, self.output_dir = model, optimizer, output_dir
         self.seed, self.config, self.extra = seed, config or {}, extra or {}
-        self.last: Optional[str] = None   # the last checkpoint written by this run
+        self.last = last   # the last good checkpoint: this run's newest, or the one it resumed from
 
-    def save(self, iteration: int) -> Optional[str]:
+    def advice(self, base_lr: float) -> str:
+        """Where the last good checkpoint is and the command that continues from it more gently."""
+        if not self.last:
+            return "No checkpoint was written in this run: start it again with a lower --lr."
+        return (f"The last good checkpoint is {self.last}; continue from it with a lower learning rate: "
+                f"python train.py --resume {self.last} --lr {base_lr / 10:.3g}")
+
+    def save(self, iteration: int, base_lr: float) -> Optional[str]:
+        """Write the checkpoint of ``iteration``; TrainingStopped instead if a weight or buffer is not finite."""
         if not (self.output_dir and is_main()):
             return None
+        state, optim = model_state(self.model), optimizer_state(self.optimizer)
+        bad = _non_finite(state.items()) + _non_finite(
+            (f"optimizer {key}", a) for g in optim["groups"] for key in ("values", "m") for a in g.get(key, []))
+        if bad:
+            raise TrainingStopped(
+                f"the weights are not finite after iteration {iteration} ({', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''}); no checkpoint written. {self.advice(base_lr)}")
         payload = {
             "version": CHECKPOINT_VERSION,
-            "model": model_state(self.model),
-            "optimizer": optimizer_state(self.optimizer),
+            "model": state,
+            "optimizer": optim,
             "iter": iteration,
             # Jittor's generator is reseeded every iteration from (seed, iteration, rank):
             # recording the seed is enough to replay it (engine.dist.iteration_seed).
@@ -131,7 +159,7 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
           start_iter: int = 0, output_dir: Optional[str] = None, snapshot_interval: int = 0,
           eval_interval: int = 0, eval_fn: Optional[Callable[[int], dict]] = None,
           print_freq: int = 10, config: Optional[dict] = None, checkpoint_extra: Optional[dict] = None,
-          progress: bool = True, stop_after: Optional[int] = None) -> dict:
+          progress: bool = True, stop_after: Optional[int] = None, resumed_from: Optional[str] = None) -> dict:
     """Train ``model`` from iteration ``start_iter`` to ``max_iters`` (poly schedule).
 
     Args:
@@ -142,21 +170,21 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
             every ``snapshot_interval`` iterations and one at the end.
         stop_after: stop (with a checkpoint) after this many iterations of this
             run, e.g. to test resuming; ``None`` runs to ``max_iters``.
+        resumed_from: the checkpoint this run continues (the last good one until a new one is written).
 
     Returns:
         A dict with the last iteration, loss, checkpoint and (if evaluated) metrics.
 
     Raises:
-        TrainingStopped: on a non-finite loss; the files on disk are left as they
-            were at the last snapshot.
+        TrainingStopped: on a non-finite loss or non-finite weights; the files on
+            disk are left as they were at the last snapshot.
+        Interrupted: on Ctrl-C, with where to continue.
     """
     if len(train_set) < 1:
         raise ValueError(f"the training set has fewer samples ({train_set.num_samples}) than one "
                          f"batch ({train_set.batch_size}); lower --batch-size")
     logger = JsonlLogger(os.path.join(output_dir, "log.jsonl") if output_dir else None)
-    if logger.path and start_iter == 0 and os.path.exists(logger.path):
-        os.remove(logger.path)  # a fresh run in an old folder starts a new log; a resumed run appends
-    snapshots = Snapshots(model, optimizer, output_dir, seed, config, checkpoint_extra)
+    snapshots = Snapshots(model, optimizer, output_dir, seed, config, checkpoint_extra, last=resumed_from)
     end_iter = max_iters if stop_after is None else min(max_iters, start_iter + stop_after)
     bar = _progress_bar(progress, max_iters, start_iter)
     iteration, loss_value = start_iter, float("nan")
@@ -171,11 +199,8 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
             iteration += 1
             if not math.isfinite(loss_value):
                 logger.log(iter=iteration, event="non-finite loss", loss=loss_value, lr=lr)
-                where = (f"the last good checkpoint is {snapshots.last}" if snapshots.last
-                         else "no checkpoint was written in this run")
-                raise TrainingStopped(
-                    f"loss is {loss_value} at iteration {iteration} (lr {lr:.3g}); stopping. {where}. "
-                    "Try a lower --lr, check the data, or resume from that checkpoint.")
+                raise TrainingStopped(f"loss is {loss_value} at iteration {iteration} (lr {lr:.3g}); stopping. "
+                                      f"{snapshots.advice(base_lr)} (or check the data)")
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
@@ -186,7 +211,7 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
                               elapsed=round(time.time() - t_start, 2))
                 logger.log(**record)
             if snapshot_interval and iteration % snapshot_interval == 0 and iteration < end_iter:
-                snapshots.save(iteration)
+                snapshots.save(iteration, base_lr)
             if eval_fn is not None and eval_interval and iteration % eval_interval == 0 and iteration < max_iters:
                 logger.log(**_eval_record(iteration, eval_fn(iteration)))
                 model.train()
@@ -196,12 +221,12 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        last = snapshots.last or "none written in this run"
-        print0(f"\ninterrupted at iteration {iteration}; last checkpoint: {last}")
-        raise
+        where = (f"last checkpoint {snapshots.last}; continue with: python train.py --resume {output_dir}"
+                 if snapshots.last else "no checkpoint written yet")
+        raise Interrupted(f"interrupted at iteration {iteration}; {where}") from None
     if bar is not None:
         bar.close()
-    snapshots.save(iteration)
+    snapshots.save(iteration, base_lr)
     result: dict = {"iter": iteration, "loss": loss_value, "checkpoint": snapshots.last}
     if eval_fn is not None and eval_interval and iteration == max_iters:
         result["metrics"] = eval_fn(iteration)

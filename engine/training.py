@@ -16,8 +16,9 @@ import jittor as jt
 from jittor import nn
 
 from datasets import build_dataset, get_preset
-from engine import dist
+from engine import dist, run_folder
 from engine.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, read_model_file, set_rng_state
+from engine.compat import materialize
 from engine.config import given_options, merge_resume_config, resolve_train_config
 from engine.evaluation import evaluate
 from engine.loop import train
@@ -25,20 +26,35 @@ from engine.optim import build_optimizer, load_optimizer_state
 from models import build_model
 from models.losses import SegmentationLoss
 from models.weights import WeightLoadError, load_state_dict_strict
-from pretrained.io import write_json
+from pretrained.io import check_output_dir, write_json
 
 __all__ = ["configure", "build_train_set", "run"]
 
 
 def configure(options: Mapping[str, Any]) -> tuple[dict, Optional[dict]]:
-    """The run's configuration and, when resuming, the checkpoint it continues."""
+    """The run's configuration and, when resuming, the checkpoint it continues (nothing is written yet)."""
     cfg = resolve_train_config(options)
-    if not options.get("resume"):
-        return cfg, None
-    path = find_checkpoint(options["resume"])
-    checkpoint = load_checkpoint(path)
-    cfg = merge_resume_config(cfg, checkpoint.get("config") or {}, given_options(options))
-    cfg["resume"] = path
+    checkpoint = None
+    if options.get("resume"):
+        path = find_checkpoint(cfg["resume"])
+        checkpoint = load_checkpoint(path)
+        cfg = merge_resume_config(cfg, checkpoint.get("config") or {}, given_options(options))
+        numbered = os.path.join(os.path.dirname(path), f"checkpoint_{int(checkpoint['iter']):06d}.pkl")
+        if os.path.isfile(numbered) and os.path.samefile(numbered, path):
+            path = numbered  # the name that keeps meaning this checkpoint after the next snapshot
+        cfg["resume"] = os.path.abspath(path)
+        saved_world, world = int(checkpoint.get("world_size", 1)), dist.world_size()
+        if saved_world != world:
+            raise CheckpointError(
+                f"{path} was trained with {saved_world} process(es), this run has {world}: each process's "
+                f"share of the batch and its random draws depend on that, so the run would not continue "
+                f"exactly; resume it with {'mpirun -np ' + str(saved_world) + ' ' if saved_world > 1 else ''}"
+                f"python train.py --resume ...")
+    check_output_dir(cfg["output_dir"], "--output-dir")
+    if checkpoint is None or cfg["output_dir"] != os.path.dirname(cfg["resume"]):
+        # every rank decides from the same files; only rank 0 removes an old run (--overwrite)
+        run_folder.check_fresh(cfg["output_dir"], cfg["overwrite"], remove=dist.is_main())
+    dist.barrier()  # nobody writes into the folder before every rank has looked at it
     return cfg, checkpoint
 
 
@@ -107,6 +123,10 @@ def run(options: Mapping[str, Any]) -> dict:
                         pretrained_backbone=None if checkpoint else cfg["pretrained"], **cfg["model_opts"])
     cfg["recurrence"] = int(model.recurrence)
     _initial_weights(model, cfg, checkpoint)
+    # Jittor initialises parameters lazily, drawing from its generator whenever they are first
+    # computed; computing them now keeps the first step's random draws (dropout) the same
+    # whatever forces the graph before it (e.g. starting loader workers).
+    materialize(model.state_dict().values())
     criterion = SegmentationLoss(preset.num_classes, ignore_index=preset.ignore_index,
                                  aux_weight=cfg["aux_weight"], ohem=cfg["ohem"], ohem_thresh=cfg["ohem_thresh"],
                                  ohem_min_kept=cfg["ohem_min_kept"],
@@ -124,10 +144,12 @@ def run(options: Mapping[str, Any]) -> dict:
 
     train_set = build_train_set(cfg, model.input_norm, world)
     eval_fn = _eval_fn(cfg, model, preset, world)
-    cfg.update(world_size=world, device=device, jittor_version=jt.__version__,
+    cfg.update(run_format=run_folder.RUN_FORMAT, world_size=world, device=device, jittor_version=jt.__version__,
                train_samples=train_set.num_samples, iters_per_epoch=len(train_set),
                started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if dist.is_main():
+        if start_iter:
+            run_folder.truncate_logs(cfg["output_dir"], start_iter)
         write_json(os.path.join(cfg["output_dir"], "config.json"), cfg)
         dist.print0(f"training {cfg['model']} on {cfg['dataset']} ({train_set.num_samples} images, "
                     f"{len(train_set)} iterations per epoch) for {cfg['iters']} iterations, "
@@ -140,7 +162,7 @@ def run(options: Mapping[str, Any]) -> dict:
         snapshot_interval=cfg["snapshot_interval"], eval_interval=cfg["eval_interval"], eval_fn=eval_fn,
         print_freq=cfg["print_freq"], config=cfg, progress=not cfg["no_progress"], stop_after=cfg["stop_after"],
         checkpoint_extra={"model_name": cfg["model"], "num_classes": preset.num_classes,
-                          "dataset": cfg["dataset"]})
+                          "dataset": cfg["dataset"]}, resumed_from=cfg.get("resume"))
     if jt.in_mpi:
         diff = dist.params_in_sync(model)
         result["rank_max_abs_diff"] = diff

@@ -9,7 +9,8 @@ Upstream: speedinghzl/CCNet ``loss/criterion.py`` (``CriterionDSN``,
   as ``torch.nn.CrossEntropyLoss(ignore_index=255)``. With no valid pixel at
   all the loss is 0 (PyTorch would return NaN).
 * The auxiliary head gets plain cross-entropy, weighted ``aux_weight`` (0.4).
-* OHEM (main head only), official semantics. The threshold comes from a 1/8
+* OHEM (main head only), official semantics, but ``min_kept`` counts the
+  pixels of the global batch (see :func:`ohem_keep_mask`). The threshold comes from a 1/8
   subsample: the class probabilities are zoomed (order 1) and the label is
   zoomed (order 0) separately, and each subsampled pixel's ground-truth
   probability ``p`` is picked from the zoomed probabilities. With
@@ -36,6 +37,8 @@ import numpy as np
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
+
+from engine.dist import all_gather, all_reduce_sum
 
 __all__ = ["SegmentationLoss", "AUX_WEIGHT", "OHEM_THRESH", "OHEM_MIN_KEPT", "log_softmax", "pixel_nll",
            "ohem_keep_mask", "zoom_size", "zoom_nearest_index", "zoom_linear_weights"]
@@ -111,7 +114,10 @@ def ohem_keep_mask(prob: jt.Var, target: jt.Var, valid: jt.Var, thresh: float, m
         target: ``[B, H, W]`` class indices in ``[0, C)`` (any class where not ``valid``).
         valid: ``[B, H, W]`` bool, label != ignore.
         thresh: the probability threshold (official ``--ohem-thres``).
-        min_kept: the minimum number of kept pixels (official ``--ohem-keep``), at full resolution.
+        min_kept: the minimum number of kept pixels at full resolution, counted over the *global*
+            batch: under MPI the threshold is chosen from the pixels of all processes, so the
+            same flags select the same pixels whatever the process count. (The official code
+            applies ``--ohem-keep`` to each GPU's share: 4 GPUs x 2 images, 100000 each.)
 
     As the official code, the threshold search subsamples the class
     probabilities (order-1 zoom) and the label (order-0 zoom) separately and
@@ -126,9 +132,11 @@ def ohem_keep_mask(prob: jt.Var, target: jt.Var, valid: jt.Var, thresh: float, m
     small_valid = valid[:, iy][:, :, ix]
     small_p = jt.gather(small_prob, 1, small_target.unsqueeze(1)).squeeze(1)
     mk = min_kept // (factor * factor)
-    num_valid = small_valid.sum().cast("float32")
+    # Under MPI the selection runs over the global batch: every rank sees every rank's values.
+    local = jt.ternary(small_valid, small_p, jt.full_like(small_p, 2.0)).reshape(-1)  # invalid ones sort last
+    values = all_gather(local).reshape(-1)
+    num_valid = all_reduce_sum(small_valid.sum().cast("float32"))
     if mk > 0:
-        values = jt.ternary(small_valid, small_p, jt.full_like(small_p, 2.0)).reshape(-1)  # invalid last
         sorted_values = jt.argsort(values)[1]
         k = min(mk, values.shape[0])
         threshold = jt.maximum(sorted_values[k - 1:k], jt.array([float(thresh)]).cast(prob.dtype))
@@ -188,6 +196,12 @@ class SegmentationLoss(nn.Module):
             keep, threshold = ohem_keep_mask(logp.exp(), safe, valid, self.ohem_thresh, self.ohem_min_kept)
         weight = keep.cast(nll.dtype)
         count = weight.sum()
+        if ohem and jt.in_mpi:
+            # mean over the pixels kept in the global batch: the optimizer averages the ranks'
+            # gradients, so each rank's sum is scaled by the process count
+            total = all_reduce_sum(count.stop_grad())
+            loss = (nll * weight).sum() * float(jt.world_size) / jt.maximum(total, jt.ones_like(total))
+            return loss, total, threshold
         loss = (nll * weight).sum() / jt.maximum(count, jt.ones_like(count))
         return loss, count, threshold
 

@@ -25,7 +25,7 @@ from pretrained import KNOWN_FILES, PRETRAINED_DIR
 from pretrained.convert import (LAYOUTS, RESNET_LAYOUT_STEM, ConversionError, check_fits, convert_backbone,
                                 default_output_name, describe_arch, detect_layout, infer_arch, unwrap)
 from pretrained.convert_ccnet import convert_ccnet_checkpoint, detect_ccnet_layout
-from pretrained.io import WEIGHTS_FORMAT, save_weights
+from pretrained.io import WEIGHTS_FORMAT, check_output_dir, check_output_file, save_weights
 from pretrained.torch_reader import CheckpointFormatError, read_torch_checkpoint
 
 __all__ = ["ARCHS", "normalise_arch", "build_target", "input_norm_name", "verify_forward", "read_checkpoint",
@@ -206,6 +206,10 @@ def convert_file(src: str, output: Optional[str] = None, arch: Optional[str] = N
     """
     if output is not None and not output.endswith(".pkl"):
         raise ConversionError(f"the output must be a .pkl file (a Jittor pickle), got {output!r}")
+    if output is None:
+        check_output_dir(PRETRAINED_DIR, "-o/--output")
+    else:
+        check_output_file(output, "-o/--output")
     state_dict, meta, name = convert_checkpoint(src, None, arch, layout, prefix, verify, log, recurrence)
     output = output or os.path.join(PRETRAINED_DIR, name)
     save_weights(output, state_dict, meta)

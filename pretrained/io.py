@@ -38,7 +38,7 @@ import numpy as np
 from pretrained.torch_reader import PLAIN_GLOBALS, CheckpointFormatError, checkpoint_format, read_torch_checkpoint
 
 __all__ = [
-    "FileFormatError", "UnsafeFileError", "atomic_write", "remove_stale_temporaries", "write_json",
+    "FileFormatError", "UnsafeFileError", "OutputError", "check_output_dir", "check_output_file", "atomic_write", "remove_stale_temporaries", "write_json",
     "save_pickle", "load_pickle", "unwrap_checkpoint", "read_weights", "save_weights", "WEIGHTS_FORMAT",
 ]
 
@@ -55,6 +55,39 @@ class FileFormatError(ValueError):
 
 class UnsafeFileError(FileFormatError):
     """A pickle names a class the project never writes: it could run code, so it is not read."""
+
+
+class OutputError(ValueError):
+    """An output location cannot be written; found before any work is done."""
+
+
+def check_output_dir(path: str, flag: str) -> str:
+    """Create ``path`` if needed and make sure files can be written there; returns it.
+
+    Raises :class:`OutputError` naming ``flag`` (the option that chose the
+    location) when the folder cannot be created or written: a file in the
+    way, no permission, a read-only file system, a full disk.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        os.remove(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a file is in the way"
+        raise OutputError(f"cannot write to {path} ({reason}); choose another {flag}") from None
+    return path
+
+
+def check_output_file(path: str, flag: str) -> str:
+    """Make sure ``path`` can be written (its folder is writable and it is not a folder); returns it."""
+    if os.path.isdir(path):
+        raise OutputError(f"{path} is a folder; give a file name for {flag}")
+    check_output_dir(os.path.dirname(os.path.abspath(path)), flag)
+    return path
 
 
 # --------------------------------------------------------------------------- writing

@@ -193,6 +193,21 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Numbers, strings and containers only: the header pickles of the legacy format."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise CheckpointFormatError(f"a pickle naming {module}.{name} where torch.save writes plain values; "
+                                    f"not a torch file (and not read further: it could run code)")
+
+
+def _load_plain(f: BinaryIO, path: str) -> Any:
+    try:
+        return _PlainUnpickler(f).load()
+    except CheckpointFormatError as exc:
+        raise CheckpointFormatError(f"{path}: {exc}") from None
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file: BinaryIO, load_storage) -> None:
         super().__init__(file, encoding="latin1")
@@ -266,6 +281,9 @@ def checkpoint_format(path: str) -> str:
         return "zip"
     with open(path, "rb") as f:
         head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):  # a zip archive whose end (the central directory) is missing
+        raise CheckpointFormatError(f"{path}: a truncated or damaged zip archive (the format torch.save "
+                                    f"writes): the file ends before its table of contents; copy it again")
     if len(head) >= 9 and head[8:9] == b"{":
         (n,) = struct.unpack("<Q", head[:8])
         if 2 <= n <= os.path.getsize(path) - 8:
@@ -273,7 +291,7 @@ def checkpoint_format(path: str) -> str:
     if head[:1] == b"\x80":  # pickle protocol >= 2
         try:
             with open(path, "rb") as f:
-                magic = pickle.Unpickler(f).load()
+                magic = _load_plain(f, path)
         except Exception:
             magic = None
         if magic == _LEGACY_MAGIC:
@@ -317,18 +335,18 @@ def _read_zip(path: str) -> Any:
 
 def _read_legacy(path: str) -> Any:
     with open(path, "rb") as f:
-        magic = pickle.load(f)
+        magic = _load_plain(f, path)
         if magic != _LEGACY_MAGIC:
             raise CheckpointFormatError(f"{path}: not a legacy torch file (bad magic number)")
-        protocol = pickle.load(f)
+        protocol = _load_plain(f, path)
         if protocol != 1001:
             raise CheckpointFormatError(f"{path}: unsupported legacy protocol version {protocol}")
-        sys_info = pickle.load(f)
+        sys_info = _load_plain(f, path)
         if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
             raise CheckpointFormatError(f"{path}: big-endian legacy files are not supported")
         unpickler = _Unpickler(f, lambda key, storage: None)
         obj = unpickler.load()
-        keys = pickle.load(f)
+        keys = _load_plain(f, path)
         for key in keys:
             key = str(key)
             storage = unpickler.storages.get(key)

@@ -9,6 +9,9 @@
 * Stopping and resuming the 2-process run gives exactly the uninterrupted one.
 * Evaluation over 2 processes (an odd number of images, so Jittor repeats one
   on both ranks) must give exactly the single-process confusion matrix.
+* OHEM's ``--ohem-min-kept`` counts the pixels of the global batch: 2
+  processes select the same pixels as one.
+* A run is resumed only with the number of processes it was trained with.
 """
 import json
 import os
@@ -30,7 +33,7 @@ pytestmark = pytest.mark.skipif(
     reason="Open MPI not installed (mpirun/mpicc missing; apt-get install openmpi-bin libopenmpi-dev)")
 
 
-def run(cmd, timeout=900):
+def run(cmd, timeout=900, status=0):
     env = dict(os.environ)
     # jittor_env set use_mpi=0 in this (non-MPI) test process; the children under
     # mpirun must decide for themselves, or Jittor crashes (in_mpi without the module).
@@ -38,13 +41,13 @@ def run(cmd, timeout=900):
     env.setdefault("OMP_NUM_THREADS", "1")  # two processes share the cores
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
+    assert proc.returncode == status, output[-4000:]
     return output
 
 
-def mpirun(n, script, args):
+def mpirun(n, script, args, status=0):
     mpi = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(n)]
-    return run(mpi + [sys.executable, script] + [str(a) for a in args])
+    return run(mpi + [sys.executable, script] + [str(a) for a in args], status=status)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +94,22 @@ def test_two_processes_match_one(data, tmp_path):
     r2 = json.load(open(tmp_path / "ev2" / "results.json"))
     assert r1["images"] == r2["images"] == 5
     assert r1["confusion_matrix"] == r2["confusion_matrix"]
+
+
+def test_ohem_min_kept_counts_the_global_batch(data, tmp_path):
+    # a threshold of 0.01 lets the min_kept-th smallest probability decide: 3200 / 64 = 50 of the
+    # 4 x 32 subsampled pixels of the global batch (25 of each rank's 64 would be another selection)
+    extra = ["-b", "4", "--iters", "2", "--crop-size", "32", "64", "--no-random-scale", "--no-random-mirror",
+             "--model-opt", "dropout=0", "--ohem", "--ohem-thresh", "0.01", "--ohem-min-kept", "3200"]
+    run([sys.executable, "train.py"] + [str(a) for a in train_args(data, tmp_path / "one", *extra)])
+    mpirun(2, "train.py", train_args(data, tmp_path / "two", *extra))
+    rows = [[json.loads(x) for x in open(tmp_path / name / "log.jsonl")] for name in ("one", "two")]
+    for a, b in zip(*rows):
+        assert 0.01 < a["ohem_threshold"] < 1.0  # the min_kept branch, not the fixed threshold
+        assert b["ohem_threshold"] == pytest.approx(a["ohem_threshold"], rel=1e-5)
+        assert b["ohem_kept"] == a["ohem_kept"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    # resuming a 1-process run with 2 processes is refused before any work
+    out = mpirun(2, "train.py", ["--resume", tmp_path / "one", "--iters", "3", "--no-progress"], status=2)
+    assert "trained with 1 process(es), this run has 2" in out and "python train.py --resume" in out
+    assert load_checkpoint(str(tmp_path / "one" / "checkpoint_last.pkl"))["iter"] == 2
