@@ -1,6 +1,7 @@
-"""Datasets: Cityscapes, ADE20K, Pascal VOC and the generated demo.
+"""Datasets: Cityscapes, ADE20K, Pascal VOC, CamVid, LIP and the generated demo.
 
-One file per dataset layout (``cityscapes.py``, ``ade20k.py``, ``voc.py``),
+One file per dataset (``cityscapes.py``, ``ade20k.py``, ``voc.py``, ``camvid.py``
+with its two layouts, ``lip.py``),
 what they share in ``base.py`` (reading, label mapping, batching), the Jittor
 loader underneath in ``loader.py`` (epochs, MPI shards, worker fixes), the
 presets in ``presets.py`` and the paired transforms in ``transforms.py``;
@@ -18,13 +19,16 @@ from models.input_norm import InputNorm
 
 from .ade20k import ADE20KDataset
 from .base import DatasetError, Sample, SegmentationDataset, read_image
+from .camvid import CamVid32Dataset, CamVidDataset
 from .cityscapes import CITYSCAPES_ID_TO_TRAINID, CityscapesDataset, label_id_lut
+from .lip import LIPDataset
 from .presets import PRESETS, DatasetPreset, get_preset
 from .transforms import build_eval_transform, build_train_transform
 from .voc import VOCDataset
 
 __all__ = [
-    "ADE20KDataset", "CityscapesDataset", "VOCDataset", "SegmentationDataset", "Sample",
+    "ADE20KDataset", "CityscapesDataset", "VOCDataset", "CamVidDataset", "CamVid32Dataset", "LIPDataset",
+    "SegmentationDataset", "Sample",
     "DatasetError", "DatasetPreset", "PRESETS", "get_preset", "CITYSCAPES_ID_TO_TRAINID", "label_id_lut",
     "read_image", "build_dataset", "build_train_transform", "build_eval_transform",
 ]
@@ -40,7 +44,8 @@ def build_dataset(preset_name: str, root: str, split: Optional[str] = None, trai
     """The dataset of preset ``preset_name`` under ``root``, ready to iterate.
 
     Args:
-        preset_name: a key of :data:`PRESETS` ("cityscapes", "ade20k", "voc", "demo").
+        preset_name: a key of :data:`PRESETS` ("cityscapes", "ade20k", "voc", "camvid",
+            "camvid32", "lip", "demo").
         root: the dataset folder (layouts in each dataset module's ``LAYOUT``).
         split: defaults to the preset's train split when ``train`` else its val split.
         train: training transform (random scale, crop + pad, flip, [photometric],
@@ -49,7 +54,8 @@ def build_dataset(preset_name: str, root: str, split: Optional[str] = None, trai
             (optional resize, normalise) with ``batch_size=1``.
         input_norm: the backbone's normalisation (``models.input_norm``); required.
         crop_size, test_size, scale_range: override the preset.
-        flip: the random horizontal flip of the training transform.
+        flip: the random horizontal flip of the training transform (it swaps the
+            preset's ``flip_pairs``, e.g. LIP's left/right arms).
         list_file: Cityscapes-layout datasets only: an official ``.lst`` file.
         seed: shuffle and augmentation seed (the same on every MPI rank).
         **loader_kwargs: Jittor loader options (``batch_size`` is global under MPI,
@@ -80,4 +86,10 @@ def build_dataset(preset_name: str, root: str, split: Optional[str] = None, trai
         return ADE20KDataset(root, split, **common)
     if preset.name == "voc":
         return VOCDataset(root, split, **common)
+    if preset.name == "camvid":
+        return CamVidDataset(root, split, **common)
+    if preset.name == "camvid32":
+        return CamVid32Dataset(root, split, class_names=preset.class_names, **common)
+    if preset.name == "lip":
+        return LIPDataset(root, split, **common)
     raise ValueError(f"preset {preset.name!r} has no dataset class")  # a new preset needs a line here

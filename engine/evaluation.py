@@ -145,7 +145,8 @@ def to_json(result: dict, class_names: Optional[Sequence[str]] = None, **extra) 
 
 def evaluate(model: nn.Module, dataset, num_classes: int, *, ignore_index: int = 255,
              mode: str = "whole", crop_size=None, stride=None, scales: Sequence[float] = (1.0,),
-             flip: bool = False, pred_dir: Optional[str] = None, palette=None,
+             flip: bool = False, flip_pairs: Sequence[Sequence[int]] = (), pred_dir: Optional[str] = None,
+             palette=None,
              submission_dir: Optional[str] = None, label_lut: Optional[np.ndarray] = None,
              progress: bool = True, desc: str = "eval") -> dict:
     """Evaluate ``model`` on ``dataset`` (an eval ``build_dataset``); returns :meth:`ConfusionMatrix.compute`.
@@ -157,6 +158,7 @@ def evaluate(model: nn.Module, dataset, num_classes: int, *, ignore_index: int =
     colourised PNGs (``palette``), ``submission_dir`` grayscale PNGs of
     ``label_lut[train id]`` (e.g. Cityscapes label ids), named after each sample.
     Unlabelled images (``has_label`` False) are predicted and saved but not scored.
+    ``flip_pairs`` (the preset's) are the classes the flip view swaps back.
     """
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index)
@@ -174,7 +176,8 @@ def evaluate(model: nn.Module, dataset, num_classes: int, *, ignore_index: int =
             if len(sizes) != 1:
                 raise ValueError(f"one batch holds images of different sizes {sorted(sizes)}; use --batch-size 1")
             out_size = sizes.pop()
-            scores = inference(model, image, num_classes, out_size, mode, crop_size, stride, scales, flip)
+            scores = inference(model, image, num_classes, out_size, mode, crop_size, stride, scales, flip,
+                               flip_pairs=flip_pairs)
             pred = jt.argmax(scores, dim=1)[0].numpy().astype(np.int64)
             label_np = label.numpy()
             for i, name in enumerate(meta["name"]):
@@ -252,7 +255,8 @@ def run(options: dict) -> dict:
            + f", scales {scales}{' + flip' if flip else ''}, {world} process(es)")
     t0 = time.time()
     result = evaluate(model, ds, preset.num_classes, ignore_index=preset.ignore_index, mode=mode,
-                      crop_size=crop, stride=stride, scales=scales, flip=flip, pred_dir=pred_dir,
+                      crop_size=crop, stride=stride, scales=scales, flip=flip, flip_pairs=preset.flip_pairs,
+                      pred_dir=pred_dir,
                       palette=preset.palette, submission_dir=sub_dir, label_lut=lut,
                       progress=not o["no_progress"])
     result["seconds"] = round(time.time() - t0, 2)

@@ -3,7 +3,8 @@
 * :func:`inference` -- scores for a batch: whole image or sliding windows
   (logits averaged over overlapping windows, as the official CCNet and
   mmsegmentation do), multi-scale and flip (softmax probabilities averaged
-  over the views, as mmsegmentation does);
+  over the views, as mmsegmentation does; the mirrored view's left/right
+  classes swapped back with the preset's ``flip_pairs``);
 * :func:`preprocess` / :func:`predict_image` -- one RGB image in, class
   indices at its own size out, with the dataset preset's evaluation transform;
 * :func:`colorize`, :func:`save_label_png`, :func:`overlay` -- class indices
@@ -33,9 +34,9 @@ from engine.dist import set_device
 from models.input_norm import InputNorm
 from pretrained.io import check_output_dir
 
-__all__ = ["whole_inference", "slide_inference", "inference", "preprocess", "predict_image", "palette_table",
-           "colorize", "save_label_png", "overlay", "IMAGE_EXTENSIONS", "find_images", "load_model_from_options",
-           "run"]
+__all__ = ["whole_inference", "slide_inference", "flip_permutation", "inference", "preprocess", "predict_image",
+           "palette_table", "colorize", "save_label_png", "overlay", "IMAGE_EXTENSIONS", "find_images",
+           "load_model_from_options", "run"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -81,17 +82,39 @@ def _resize(x: jt.Var, size: tuple[int, int], align_corners: bool) -> jt.Var:
     return nn.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
+def flip_permutation(num_classes: int, flip_pairs: Optional[Sequence[Sequence[int]]]) -> Optional[np.ndarray]:
+    """Channel order that turns the scores of a mirrored image into those of the image; None without pairs.
+
+    Channel ``a`` of the result is channel ``b`` of the input for each pair
+    ``(a, b)`` (and the other way round); the other channels stay.
+    """
+    if not flip_pairs:
+        return None
+    perm = np.arange(num_classes)
+    for two in flip_pairs:
+        a, b = (int(c) for c in two)
+        if a == b or not (0 <= a < num_classes and 0 <= b < num_classes) or perm[a] != a or perm[b] != b:
+            raise ValueError(f"flip_pairs must be disjoint pairs of two different class ids in "
+                             f"0..{num_classes - 1}, got {[tuple(p) for p in flip_pairs]}")
+        perm[a], perm[b] = b, a
+    return perm
+
+
 def inference(model: nn.Module, image: jt.Var, num_classes: int, out_size: Optional[Sequence[int]] = None,
               mode: str = "whole", crop_size=None, stride=None,
-              scales: Sequence[float] = (1.0,), flip: bool = False) -> jt.Var:
+              scales: Sequence[float] = (1.0,), flip: bool = False,
+              flip_pairs: Optional[Sequence[Sequence[int]]] = None) -> jt.Var:
     """Scores ``[B, C, *out_size]`` for a batch of images, with optional test-time augmentation.
 
     With one scale and no flip the scores are the logits (whole image or
     sliding window); otherwise each view (scale x [flip]) gives softmax
     probabilities at ``out_size`` and the views are averaged. Images are
     rescaled bilinearly (``align_corners=False``, like OpenCV); scores are
-    resized with the model's ``align_corners``.
+    resized with the model's ``align_corners``. ``flip_pairs`` are classes that
+    exchange under a mirror (the preset's, e.g. LIP's left/right arms): the
+    mirrored view's channels of each pair are swapped back before averaging.
     """
+    perm = flip_permutation(num_classes, flip_pairs)
     if mode not in ("whole", "slide"):
         raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
     if mode == "slide" and (crop_size is None or stride is None):
@@ -113,6 +136,8 @@ def inference(model: nn.Module, image: jt.Var, num_classes: int, out_size: Optio
                    else whole_inference(model, x))
             if flipped:
                 out = out[:, :, :, ::-1]
+                if perm is not None:
+                    out = out[:, jt.array(perm)]
             out = _resize(out, out_size, align)
             if tta:
                 out = nn.softmax(out, dim=1)
@@ -136,12 +161,19 @@ def preprocess(image_rgb: np.ndarray, input_norm: InputNorm, preset: Optional[Da
 
 def predict_image(model: nn.Module, image_rgb: np.ndarray, num_classes: int,
                   preset: Optional[DatasetPreset] = None, mode: str = "whole", test_size=None,
-                  crop_size=None, stride=None, scales: Sequence[float] = (1.0,), flip: bool = False) -> np.ndarray:
-    """Class indices (HxW, uint8 for up to 256 classes) at the image's own size."""
+                  crop_size=None, stride=None, scales: Sequence[float] = (1.0,), flip: bool = False,
+                  flip_pairs: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
+    """Class indices (HxW, uint8 for up to 256 classes) at the image's own size.
+
+    ``flip_pairs`` (classes a mirror exchanges, for ``flip``) default to the
+    preset's when a preset is given, else none; pass ``()`` for none.
+    """
+    if flip_pairs is None and preset is not None:
+        flip_pairs = preset.flip_pairs
     chw = preprocess(image_rgb, model.input_norm, preset, test_size)
     with jt.no_grad():
         scores = inference(model, jt.array(chw[None]), num_classes, out_size=image_rgb.shape[:2], mode=mode,
-                           crop_size=crop_size, stride=stride, scales=scales, flip=flip)
+                           crop_size=crop_size, stride=stride, scales=scales, flip=flip, flip_pairs=flip_pairs)
         pred = scores.argmax(dim=1)[0][0].numpy()
     return pred.astype(np.uint8 if num_classes <= 256 else np.int32)
 
