@@ -63,7 +63,7 @@ exit status: 0 converted, 2 refused (the message says why and how to fix it).
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         description="Convert a PyTorch ImageNet checkpoint (ResNet or VAN) or a whole CCNet into Jittor "
                     "weights, without torch.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -55,18 +55,21 @@ def main(args: argparse.Namespace) -> dict:
         raise run_folder.RunFolderError(
             f"--output-dir {out} holds files that are not a run of this project; "
             "the demo only ever replaces its own run folder: choose another --output-dir")
-    training.run({"overwrite": True,"dataset": "demo", "data_path": args.data_path, "model": "ccnet_demo", "iters": args.iters,
-                  "batch_size": args.batch_size, "crop_size": [args.crop_size], "workers": args.workers,
-                  "output_dir": args.output_dir, "eval_interval": 0, "snapshot_interval": max(1, args.iters // 3),
-                  "print_freq": 10, "seed": 0, "no_progress": args.no_progress})
-    t_train = time.time() - t0
+    t_train = time.time()
+    training.run({"overwrite": True, "dataset": "demo", "data_path": args.data_path, "model": "ccnet_demo",
+                  "iters": args.iters, "batch_size": args.batch_size, "crop_size": [args.crop_size],
+                  "workers": args.workers, "output_dir": out, "eval_interval": 0,
+                  "snapshot_interval": max(1, args.iters // 3), "print_freq": 10, "seed": 0,
+                  "no_progress": args.no_progress})
+    t_train = time.time() - t_train
     result = evaluation.run({"checkpoint": os.path.join(args.output_dir, "checkpoint_last.pkl"), "dataset": "demo",
                              "data_path": args.data_path, "save_pred": True, "workers": args.workers,
                              "no_progress": args.no_progress})
     wall = time.time() - t0
     miou = result["mIoU"]
     print(f"\ndemo: mIoU {100 * miou:.2f} on the {result['images']} val images "
-          f"(target >= {100 * args.min_miou:.0f}); training {t_train / 60:.1f} min, total {wall / 60:.1f} min; "
+          f"(target >= {100 * args.min_miou:.0f}); training {t_train:.1f} s ({args.iters} iterations), "
+          f"total {wall:.1f} s; "
           f"predictions in {os.path.join(args.output_dir, 'eval_val', 'pred')}", flush=True)
     return {"mIoU": miou, "seconds": wall, "train_seconds": t_train}
 

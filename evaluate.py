@@ -15,7 +15,9 @@ from ``convert_weights.py``. Inference follows the dataset preset
 ADE20K/VOC: the whole image with the short side at 512) unless
 ``--mode``/``--crop-size``/``--stride``/``--test-size`` say otherwise.
 Results go to ``<output-dir>/results.json``; ``--save-pred`` writes
-colourised predictions, ``--submission`` Cityscapes label-id PNGs.
+colourised predictions, ``--submission`` Cityscapes label-id PNGs. The
+official CCNet's evaluate.py flags work too (``--restore-from``,
+``--input-size 769,769`` for its sliding window, ``--data-dir`` ...).
 """
 from __future__ import annotations
 
@@ -25,16 +27,17 @@ from typing import Optional, Sequence
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
-from engine import cli, evaluation
+from engine import cli, evaluation, official
 from engine.evaluation import EVAL_DEFAULTS as D
 
 __all__ = ["get_args_parser", "main"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
-    p.add_argument("--checkpoint", "--weights", dest="checkpoint", required=True,
-                   help="train.py checkpoint (file or run folder) or convert_weights.py CCNet weights")
+    p = cli.Parser(description=__doc__)
+    p.add_argument("--checkpoint", "--weights", dest="checkpoint",
+                   help="train.py checkpoint (file or run folder), convert_weights.py CCNet weights, or an "
+                        "official / mmsegmentation CCNet .pth (converted in memory); required")
     p.add_argument("--dataset", help="dataset preset (default: the checkpoint's, else cityscapes)")
     p.add_argument("--data-path", help="dataset folder (default: the checkpoint's, else data/<dataset>)")
     p.add_argument("--split", help="split to evaluate (default: the preset's val split)")
@@ -55,12 +58,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="save label-id PNGs for the Cityscapes server (<output-dir>/submission)")
     cli.add_device_args(p, amp=True)
     p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+    cli.add_verbose_arg(p)
+    official.add_aliases(p, official.EVAL_ALIASES)
     return p
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """evaluate.py's options from its parsed arguments, the official code's spellings included."""
+    return official.apply_aliases(args, official.EVAL_ALIASES, "evaluate")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    return cli.run_main(evaluation.run, vars(args))
+    return cli.run_main(lambda: evaluation.run(options_from_args(args)))
 
 
 if __name__ == "__main__":

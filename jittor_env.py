@@ -14,8 +14,16 @@ import time, and only where the user has not set them already:
   handling is left alone.
 * Not started by ``mpirun``: ``use_mpi=0``, which skips compiling the MPI
   module at every import.
+* Jittor's information lines (``[i ...]``) are hidden (``log_silent=1``)
+  unless the script is run with ``--verbose`` (or ``log_silent`` is set).
+* ``--gpu 0,1,..`` on a script's command line (the official CCNet's flag)
+  sets ``CUDA_VISIBLE_DEVICES`` before Jittor starts: the list for a single
+  process or with NCCL (which gives MPI rank r the r-th GPU); under
+  ``mpirun`` without NCCL (``use_nccl=0``), each rank its own GPU.
 
-On a machine with a CUDA GPU nothing CUDA-related is touched.
+These two command-line flags are read here because Jittor reads its
+environment when it is imported, before the script parses its arguments.
+On a machine with a CUDA GPU nothing else CUDA-related is touched.
 """
 from __future__ import annotations
 
@@ -24,10 +32,15 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["has_cuda_gpu", "onednn_dir", "configure"]
+__all__ = ["has_cuda_gpu", "onednn_dir", "configure", "SCRIPTS"]
+
+#: The project's scripts, whose --verbose and --gpu this module honours.
+SCRIPTS = ("train.py", "evaluate.py", "predict.py", "visualize_attention.py", "demo.py", "convert_weights.py",
+           "compare.py")
 
 _DNNL_DIR = "dnnl_lnx_2.2.0_cpu_gomp"  # the folder name Jittor 1.3.11 looks for on x86_64
 _MARK = "CCNET_JITTOR_ENV_USE_MPI"  # set when use_mpi=0 is ours, not the user's
+_MARK_SILENT = "CCNET_JITTOR_ENV_LOG_SILENT"  # set when log_silent=1 is ours
 
 
 def has_cuda_gpu() -> bool:
@@ -47,11 +60,40 @@ def onednn_dir() -> Path:
     return home / ".cache" / "jittor" / "mkl" / _DNNL_DIR
 
 
+def _flag_value(argv: list, flag: str):
+    """The value of ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``); True for a bare switch; None if absent."""
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            return argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else True
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _command_line(env) -> None:
+    """``--verbose`` and ``--gpu`` of the project's scripts (see the module docstring)."""
+    argv = sys.argv if sys.argv and os.path.basename(sys.argv[0]) in SCRIPTS else []
+    if _flag_value(argv, "--verbose") is not None:
+        if env.pop(_MARK_SILENT, None):
+            env.pop("log_silent", None)  # our own log_silent=1, inherited from a parent process
+    elif "log_silent" not in env:
+        env["log_silent"] = "1"
+        env[_MARK_SILENT] = "1"
+    gpus = _flag_value(argv, "--gpu")
+    if isinstance(gpus, str) and gpus not in ("", "None") and "CUDA_VISIBLE_DEVICES" not in env:
+        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+        local = env.get("OMPI_COMM_WORLD_LOCAL_RANK")
+        if local is not None and env.get("use_nccl") == "0":
+            ids = [ids[int(local) % len(ids)]]
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+
+
 def configure() -> None:
     """Set Jittor's import-time variables for this machine (idempotent)."""
     if "jittor" in sys.modules:
         return
     env = os.environ
+    _command_line(env)
     gpu = has_cuda_gpu()
     if not gpu:
         env.setdefault("nvcc_path", "")

@@ -37,7 +37,7 @@ __all__ = ["get_args_parser", "main"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    parser = cli.Parser(description=__doc__)
     cli.add_model_args(parser, "train.py checkpoint (or its run folder) or a converted weights file")
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
     parser.add_argument("-o", "--output-dir", help="where to write (default: predictions)")
@@ -45,6 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, help="overlay opacity of the colours (default 0.5)")
     parser.add_argument("--save-label", action="store_true", default=None, help="also write the raw class-index PNG")
     cli.add_device_args(parser)
+    cli.add_verbose_arg(parser)
     parser.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     return parser
 

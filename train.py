@@ -17,6 +17,12 @@ JSON object per logged iteration / evaluation) and ``checkpoint_*.pkl``;
 ``--resume <checkpoint or run folder>`` continues exactly where a run stopped
 (with the same number of processes). A run folder that already holds a run is
 never overwritten by accident: a fresh run there needs ``--overwrite``.
+
+The official CCNet's and an earlier Jittor port's flags are accepted too
+(``--data-dir``, ``--restore-from``, ``--input-size 769,769``,
+``--learning-rate``, ``--num-steps``, ``--ohem 1 --ohem-thres --ohem-keep``,
+``--gpu`` ...; see ``engine/official.py``), and their .pth files load as they
+are (converted in memory).
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from typing import Optional, Sequence
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
-from engine import cli, training
+from engine import cli, dist, official, training
 from engine.config import TRAIN_DEFAULTS as D
 
 __all__ = ["get_args_parser", "main"]
@@ -34,7 +40,7 @@ __all__ = ["get_args_parser", "main"]
 
 def get_args_parser() -> argparse.ArgumentParser:
     """train.py's flags; every default is ``None`` ("not given"), filled in by ``engine.config``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    p = cli.Parser(description=__doc__)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help=f"dataset preset: cityscapes, ade20k, voc, demo (default {D['dataset']})")
     g.add_argument("--data-path", help="dataset folder (default data/<dataset>)")
@@ -61,7 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("loss")
     g.add_argument("--aux-weight", type=float, help=f"weight of the auxiliary (dsn) loss (default {D['aux_weight']})")
-    g.add_argument("--ohem", action="store_true", default=None, help="online hard example mining on the main head")
+    g.add_argument("--ohem", nargs="?", const=True, type=official.parse_bool, metavar="1|0",
+                   help="online hard example mining on the main head (also --ohem 1 / --ohem 0)")
     g.add_argument("--ohem-thresh", type=float, help=f"OHEM probability threshold (default {D['ohem_thresh']})")
     g.add_argument("--ohem-min-kept", type=int,
                    help=f"OHEM minimum kept pixels of the GLOBAL batch, whatever the process count "
@@ -92,20 +99,34 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="evaluate on the val split every N iterations (default: only at the end; 0: never)")
     g.add_argument("--resume", metavar="CHECKPOINT",
                    help="continue a run from a checkpoint file or a run folder (its checkpoint_last.pkl) with "
-                        "its saved settings; --lr, --iters, --output-dir, --data-path, --eval-interval and "
-                        "--snapshot-interval may be given anew")
+                        "its saved settings; --lr, --iters, --output-dir, --data-path, --eval-interval, "
+                        "--snapshot-interval and --keep-checkpoints may be given anew")
+    g.add_argument("--config", metavar="CONFIG_JSON",
+                   help="run again what a run folder's config.json records; flags given here override it")
+    g.add_argument("--print-config", action="store_true", default=None,
+                   help="print the resolved configuration as JSON and exit (nothing is written)")
+    g.add_argument("--keep-checkpoints", type=int, metavar="N",
+                   help=f"keep the N newest periodic checkpoints, plus checkpoint_last.pkl and, with "
+                        f"--eval-interval, checkpoint_best.pkl (default {D['keep_checkpoints']})")
     g.add_argument("--seed", type=int, help=f"seed of data order, augmentation and init (default {D['seed']})")
     g.add_argument("--print-freq", type=int, help=f"log every N iterations (default {D['print_freq']})")
     g.add_argument("--amp", action="store_true", default=None, help="mixed precision (GPU only)")
     g.add_argument("--no-cuda", action="store_true", default=None, help="run on the CPU even if a GPU is present")
     g.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+    cli.add_verbose_arg(g)
     g.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # testing: stop early
+    official.add_aliases(p, official.TRAIN_ALIASES)
     return p
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """train.py's options from its parsed arguments, the official code's spellings included."""
+    return official.apply_aliases(args, official.TRAIN_ALIASES, "train", dist.world_size())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    return cli.run_main(training.run, vars(args))
+    return cli.run_main(lambda: training.run(options_from_args(args)))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ __all__ = ["get_args_parser", "main"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
+    parser = cli.Parser(description=__doc__)
     cli.add_model_args(parser, "train.py checkpoint (or its run folder) or a converted weights file")
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
     parser.add_argument("--pixel", type=float, nargs=2, action="append", metavar=("X", "Y"),
@@ -52,6 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-npy", action="store_true", default=None,
                         help="also save the composed maps [R, h, w] as .npy")
     cli.add_device_args(parser)
+    cli.add_verbose_arg(parser)
     return parser
 
 

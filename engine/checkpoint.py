@@ -3,11 +3,14 @@
 A train.py checkpoint is one dict, ``{version, model, optimizer, iter, rng,
 config, world_size, ...}``, written atomically (:mod:`pretrained.io`) and read
 back without running code. :func:`load_model` is what every script uses to
-get a model from a file: it reads a train.py checkpoint (or its run folder)
-or a weights file, decides the preset, class count, recurrence and build
-options from the arguments and what the file records, builds the model and
-loads it strictly, with one clear :class:`CheckpointError` when the file
-cannot be used.
+get a model from a file: it reads a train.py checkpoint (or its run folder),
+a weights file, or a raw PyTorch checkpoint (an official or mmsegmentation
+CCNet, converted in memory by the same converter as ``convert_weights.py``),
+decides the preset, class count, recurrence and build options from the
+arguments and what the file records, builds the model and loads it strictly,
+with one clear :class:`CheckpointError` when the file cannot be used.
+:func:`load_into` puts any such file into a model built by train.py: a whole
+model, or ImageNet backbone weights into its backbone.
 """
 from __future__ import annotations
 
@@ -25,11 +28,14 @@ from jittor import nn
 from datasets.presets import DatasetPreset, get_preset
 from models import MODEL_PRESETS, build_model
 from models.weights import WeightLoadError, load_state_dict_strict
-from pretrained.io import FileFormatError, is_torch_file, load_pickle, read_weights, save_pickle
+from pretrained.convert import ConversionError
+from pretrained.converter import convert_checkpoint
+from pretrained.io import FileFormatError, is_torch_file, load_pickle, read_weights, save_pickle, unwrap_checkpoint
+from pretrained.torch_reader import CheckpointFormatError, read_torch_checkpoint
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "model_state", "rng_state", "set_rng_state",
            "save_checkpoint", "load_checkpoint", "find_checkpoint", "link_atomic", "ModelFile", "ModelInfo",
-           "read_model_file", "load_model"]
+           "read_model_file", "load_model", "load_into"]
 
 #: Version of the checkpoint dict layout written by :func:`save_checkpoint`.
 CHECKPOINT_VERSION = 1
@@ -114,7 +120,7 @@ class ModelFile:
     """What a model file holds: its tensors and what it records about the model."""
 
     path: str
-    kind: str                       # "train.py checkpoint" or "weights file"
+    kind: str                       # "train.py checkpoint", "weights file", or a converted PyTorch file
     state: dict[str, np.ndarray]
     settings: dict = field(default_factory=dict)   # model, num_classes, recurrence, model_opts, dataset
     checkpoint: Optional[dict] = None              # the whole train.py checkpoint, if it is one
@@ -148,18 +154,39 @@ def _weights_settings(meta: Mapping) -> dict:
     """convert_weights.py metadata in train.py's names (it records both spellings)."""
     return {"model": meta.get("model") or meta.get("arch"), "num_classes": meta.get("num_classes"),
             "recurrence": meta.get("recurrence"), "model_opts": meta.get("model_opts", meta.get("overrides")),
-            "dataset": meta.get("dataset"), "arch": meta.get("arch")}
+            "dataset": meta.get("dataset"), "arch": meta.get("arch"), "stem": meta.get("stem")}
 
 
-def read_model_file(path: str) -> ModelFile:
-    """Read a train.py checkpoint (a file or its run folder) or a weights file, without building anything."""
+def _read_torch_file(path: str, backbone_arch: Optional[str]) -> ModelFile:
+    """A PyTorch file converted in memory: a whole CCNet, or backbone weights (for ``backbone_arch``)."""
+    try:
+        obj = read_torch_checkpoint(path)
+    except CheckpointFormatError as exc:
+        raise CheckpointError(f"cannot read {path!r}: {exc}") from None
+    try:
+        state, meta, _ = convert_checkpoint(path, obj, arch=backbone_arch, log=lambda line: None)
+    except ConversionError as exc:
+        try:  # a PyTorch file saved with this project's own names needs no conversion
+            state, _ = unwrap_checkpoint(obj)
+        except FileFormatError:
+            state = {}
+        if any(k.startswith("head.") for k in state):
+            return ModelFile(path, "weights file", dict(state), {"source": path})
+        raise CheckpointError(f"cannot use {path!r}: {exc}") from None
+    whole = meta.get("num_classes") is not None
+    kind = f"PyTorch {'CCNet' if whole else 'backbone'} checkpoint ({meta.get('layout')}, converted in memory)"
+    return ModelFile(path, kind, dict(state), _weights_settings(meta))
+
+
+def read_model_file(path: str, backbone_arch: Optional[str] = None) -> ModelFile:
+    """Read a train.py checkpoint (a file or its run folder), a weights file or a PyTorch file, building nothing.
+
+    A PyTorch file is converted in memory (``pretrained.converter``); backbone
+    weights are converted for ``backbone_arch`` (inferred from the file when None).
+    """
     path = find_checkpoint(path)
     if is_torch_file(path):
-        try:
-            state, meta = read_weights(path)
-        except FileFormatError as exc:
-            raise CheckpointError(f"cannot read {path!r}: {exc}") from None
-        return ModelFile(path, "weights file", state, _weights_settings(meta))
+        return _read_torch_file(path, backbone_arch)
     try:
         obj = load_pickle(path)
     except FileFormatError as exc:
@@ -233,3 +260,31 @@ def load_model(source, *, model: Optional[str] = None, num_classes: Optional[int
                      dataset=preset.name if preset else None, preset=preset, path=path, kind=mf.kind,
                      settings=dict(settings))
     return net, info
+
+
+def load_into(model: nn.Module, path: str, what: str) -> str:
+    """Load ``path`` into a model train.py built: a whole model, or backbone weights into ``model.backbone``.
+
+    ``what`` names the option in messages (``--weights``, ``--pretrained``). Returns
+    ``"whole"`` or ``"backbone"``, what the file was used as. Raises
+    :class:`CheckpointError` when the file fits neither.
+    """
+    backbone = getattr(model, "backbone", None)
+    mf = read_model_file(path, backbone_arch=getattr(backbone, "arch", None))
+    if mf.has_head:
+        try:
+            load_state_dict_strict(model, mf.state, verbose=False)
+        except WeightLoadError as exc:
+            raise CheckpointError(f"{what} {mf.path!r} does not fit {getattr(model, 'arch', 'the model')}: "
+                                  f"{exc}") from None
+        return "whole"
+    state = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in mf.state.items()}
+    meta = {k: mf.settings.get(k) for k in ("arch",) if mf.settings.get(k)}
+    if mf.settings.get("stem"):
+        meta["stem"] = mf.settings["stem"]
+    try:
+        load_state_dict_strict(backbone, {"state_dict": state, "meta": meta}, verbose=False)
+    except WeightLoadError as exc:
+        raise CheckpointError(f"{what} {mf.path!r} does not fit the backbone of "
+                              f"{getattr(model, 'arch', 'the model')}: {exc}") from None
+    return "backbone"

@@ -8,8 +8,9 @@ known kind of bad input into one ``error: ...`` line on stderr (exit status
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from datasets import DatasetError
 from engine.checkpoint import CheckpointError
@@ -19,8 +20,8 @@ from models.weights import WeightLoadError
 from pretrained.io import FileFormatError
 from pretrained.torch_reader import CheckpointFormatError
 
-__all__ = ["KNOWN_ERRORS", "run_main", "add_model_args", "add_device_args", "add_inference_args",
-           "HelpFormatter"]
+__all__ = ["KNOWN_ERRORS", "Parser", "run_main", "add_model_args", "add_device_args", "add_inference_args",
+           "add_verbose_arg", "HelpFormatter"]
 
 #: Errors that mean "bad input" and get one ``error:`` line (ConversionError and DatasetError are ValueErrors).
 KNOWN_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
@@ -30,6 +31,35 @@ KNOWN_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryE
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the description's line breaks (the scripts' docstrings are their help)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one ``error:`` line, with the nearest flag for an unknown one.
+
+    Abbreviations are off: ``--num-step`` is an unknown flag (with a hint), not a
+    silent prefix of ``--num-steps``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def nearest_flag(self, flag: str) -> str:
+        """`` did you mean --x?`` for the closest known flag (hidden aliases included), or ``""``."""
+        name = flag.split("=", 1)[0]
+        match = difflib.get_close_matches(name, list(self._option_string_actions), n=1, cutoff=0.6)
+        return f"; did you mean {match[0]}?" if match else ""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            unknown = message[len("unrecognized arguments: "):].split()
+            flags = [u for u in unknown if u.startswith("-")]
+            if flags:
+                message = f"unknown flag {flags[0]}{self.nearest_flag(flags[0])}"
+            else:
+                message = f"unexpected argument(s) {' '.join(unknown)}"
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def run_main(fn: Callable[..., Any], *args: Any) -> int:
@@ -59,6 +89,12 @@ def add_model_args(parser: argparse.ArgumentParser, checkpoint_help: str) -> Non
     g.add_argument("--recurrence", type=int, help="criss-cross passes R")
     g.add_argument("--model-opt", action="append", default=None, metavar="KEY=VALUE",
                    help="extra build_model keyword (VALUE parsed as JSON when possible); repeatable")
+
+
+def add_verbose_arg(parser: argparse.ArgumentParser) -> None:
+    """``--verbose``: Jittor's own information lines (``jittor_env`` reads the flag before Jittor starts)."""
+    parser.add_argument("--verbose", action="store_true", default=None,
+                        help="show Jittor's information lines (hidden otherwise)")
 
 
 def add_device_args(parser: argparse.ArgumentParser, amp: bool = False) -> None:

@@ -19,11 +19,12 @@ from typing import Any, Iterable, Mapping, Optional
 from datasets import get_preset
 from datasets.transforms import pair
 from models import MODEL_PRESETS
+from engine.official import check_classes
 from models.losses import AUX_WEIGHT, OHEM_MIN_KEPT, OHEM_THRESH
 
 __all__ = ["TRAIN_DEFAULTS", "ADAMW_DEFAULTS", "MIN_CROP", "PRESET_OPTIONS", "RESUME_FROM_CLI", "RESUME_IF_GIVEN",
-           "PATH_OPTIONS", "parse_model_opts", "given_options", "check_train_config", "resolve_train_config",
-           "merge_resume_config"]
+           "PATH_OPTIONS", "COMMAND_OPTIONS", "parse_model_opts", "given_options", "check_train_config",
+           "load_config_file", "resolve_train_config", "merge_resume_config"]
 
 #: train.py's defaults for the options the dataset preset does not decide.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -34,9 +35,15 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": None, "iters": None, "opt": "sgd", "lr": None, "momentum": None, "weight_decay": None,
     "power": None, "min_lr": 0.0, "head_lr_mult": 1.0,
     "output_dir": None, "overwrite": False, "snapshot_interval": None, "eval_interval": None, "resume": None,
-    "seed": 12345,
+    "keep_checkpoints": 3, "seed": 12345,
     "print_freq": 10, "amp": False, "no_cuda": False, "no_progress": False, "stop_after": None,
+    "verbose": False, "config": None, "print_config": False,
+    # the official code's flags that have no flag of ours (engine.official)
+    "restore_from": None, "expect_num_classes": None, "expect_ignore_label": None,
 }
+
+#: Options about this command, not about the run: never taken from a recorded config.json.
+COMMAND_OPTIONS = ("resume", "stop_after", "overwrite", "config", "print_config", "verbose")
 
 #: AdamW's learning rate and weight decay when not given (mmsegmentation's VAN / transformer recipes).
 ADAMW_DEFAULTS = {"lr": 6e-5, "weight_decay": 0.01}
@@ -51,11 +58,14 @@ PRESET_OPTIONS = ("crop_size", "batch_size", "iters", "lr", "weight_decay", "mom
 #: When resuming, these options come from the new command line (or the defaults); all others from
 #: the checkpoint's config, except those of RESUME_IF_GIVEN, which the new command line overrides
 #: only when given.
-RESUME_FROM_CLI = ("resume", "stop_after", "no_progress", "no_cuda", "amp", "workers", "print_freq", "overwrite")
-RESUME_IF_GIVEN = ("output_dir", "data_path", "list_file", "eval_interval", "snapshot_interval", "lr", "iters")
+RESUME_FROM_CLI = ("resume", "stop_after", "no_progress", "no_cuda", "amp", "workers", "print_freq", "overwrite",
+                   "verbose", "config", "print_config")
+RESUME_IF_GIVEN = ("output_dir", "data_path", "list_file", "eval_interval", "snapshot_interval", "lr", "iters",
+                   "keep_checkpoints")
 
 #: Options holding paths: recorded absolute, so that a later command finds them from any folder.
-PATH_OPTIONS = ("data_path", "list_file", "pretrained", "weights", "output_dir", "resume")
+PATH_OPTIONS = ("data_path", "list_file", "pretrained", "weights", "restore_from", "output_dir", "resume",
+                "config")
 
 
 def _flag(key: str) -> str:
@@ -84,6 +94,7 @@ _RULES: dict[str, tuple] = {
     "seed": (int, 0, 2 ** 31 - 1, False, False, "an integer in 0 .. 2**31-1"),
     "stop_after": (int, 1, math.inf, False, False, "a positive integer"),
     "ohem_min_kept": (int, 0, math.inf, False, False, "0 or more pixels"),
+    "keep_checkpoints": (int, 0, math.inf, False, False, "0 (only the last) or more"),
     "recurrence": (int, 0, 3, False, False, "0, 1, 2 or 3"),
     "lr": (float, 0, math.inf, True, False, "a positive number"),
     "min_lr": (float, 0, math.inf, False, False, "0 or a positive number below --lr"),
@@ -131,10 +142,31 @@ def given_options(options: Mapping[str, Any]) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def load_config_file(path: str) -> dict:
+    """The run options a ``config.json`` records (train.py ``--config``), paths as recorded (absolute)."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--config {path}: no such file (give a run folder's config.json)") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--config {path}: not a readable JSON file ({exc})") from None
+    if not isinstance(saved, dict) or "model" not in saved or "dataset" not in saved:
+        raise ValueError(f"--config {path}: not a train.py config.json (no model and dataset)")
+    return {k: v for k, v in saved.items() if k in TRAIN_DEFAULTS and k not in COMMAND_OPTIONS}
+
+
 def resolve_train_config(options: Mapping[str, Any]) -> dict:
-    """Every option filled in (defaults, then the dataset preset) and checked; returns the configuration."""
-    cfg = {**TRAIN_DEFAULTS, **given_options(options)}
+    """Every option filled in (defaults, then the dataset preset) and checked; returns the configuration.
+
+    With ``options["config"]`` the options recorded in that config.json come
+    first, and the options given here override them.
+    """
+    given = given_options(options)
+    recorded = load_config_file(given["config"]) if given.get("config") else {}
+    cfg = {**TRAIN_DEFAULTS, **recorded, **given}
     preset = get_preset(cfg["dataset"])
+    check_classes(preset, cfg["expect_num_classes"], cfg["expect_ignore_label"])
     if cfg["model"] not in MODEL_PRESETS:
         raise ValueError(f"unknown model preset {cfg['model']!r}; valid names: {', '.join(sorted(MODEL_PRESETS))}")
     cfg["data_path"] = cfg["data_path"] or os.path.join("data", cfg["dataset"])

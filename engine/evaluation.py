@@ -41,6 +41,7 @@ from engine.checkpoint import load_model, read_model_file
 from engine.config import parse_model_opts
 from engine.dist import is_main, print0, set_device, world_size
 from engine.inference import inference, save_label_png
+from engine.official import check_classes
 from pretrained.io import atomic_write, check_output_dir
 
 __all__ = ["ConfusionMatrix", "format_table", "to_json", "evaluate", "submission_lut", "EVAL_DEFAULTS", "run"]
@@ -222,6 +223,7 @@ def run(options: dict) -> dict:
     saved = mf.settings if mf.kind == "train.py checkpoint" else {}
     dataset = o.get("dataset") or mf.settings.get("dataset") or "cityscapes"
     preset = get_preset(dataset)
+    check_classes(preset, o.get("expect_num_classes"), o.get("expect_ignore_label"))
     data_path = o.get("data_path") or saved.get("data_path") or os.path.join("data", dataset)
     split = o.get("split") or preset.val_split
     out_dir = o.get("output_dir") or os.path.join(os.path.dirname(os.path.abspath(mf.path)), f"eval_{split}")

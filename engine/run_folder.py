@@ -29,6 +29,7 @@ __all__ = ["RUN_FORMAT", "RunFolderError", "run_files", "is_run_folder", "check_
 #: ``config.json["run_format"]``: the marker of a train.py run folder.
 RUN_FORMAT = "ccnet-jittor-run-1"
 
+_TEXT_ITER = re.compile(r" iter (\d+)/")  # train.log lines of an iteration
 _RUN_FILE = re.compile(r"(log\.jsonl|train\.log|checkpoint_(\d+|last|best)\.pkl)(\.tmp-\d+)?$")
 
 
@@ -60,13 +61,18 @@ def run_files(folder: str) -> list[str]:
     return sorted(found)
 
 
+#: The keys by which a config.json train.py wrote before it carried ``run_format`` is recognised.
+_EARLIER_KEYS = {"model", "dataset", "iters", "batch_size", "model_opts", "jittor_version", "iters_per_epoch"}
+
+
 def is_run_folder(folder: str) -> bool:
-    """True if ``folder`` holds a ``config.json`` written by train.py."""
+    """True if ``folder`` holds a ``config.json`` written by train.py (its marker, or an earlier one's keys)."""
     try:
         with open(os.path.join(folder, "config.json")) as f:
-            return json.load(f).get("run_format") == RUN_FORMAT
-    except (OSError, ValueError, AttributeError):
+            cfg = json.load(f)
+    except (OSError, ValueError):
         return False
+    return isinstance(cfg, dict) and (cfg.get("run_format") == RUN_FORMAT or _EARLIER_KEYS <= set(cfg))
 
 
 def _summary(names: list[str]) -> str:
@@ -110,7 +116,12 @@ def check_fresh(folder: str, overwrite: bool = False, remove: bool = True) -> Op
 
 
 def truncate_logs(folder: str, iteration: int) -> None:
-    """Drop the rows of ``log.jsonl`` past ``iteration`` (a resumed run continues from there)."""
+    """Drop the rows of ``log.jsonl`` and lines of ``train.log`` past ``iteration`` (a resume continues there)."""
+    text = os.path.join(folder, "train.log")
+    if os.path.isfile(text):
+        with open(text) as f:
+            lines = [line for line in f if not (m := _TEXT_ITER.search(line)) or int(m.group(1)) <= iteration]
+        atomic_write(text, "".join(lines), binary=False)
     path = os.path.join(folder, "log.jsonl")
     if os.path.isfile(path):
         kept = []

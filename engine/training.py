@@ -7,6 +7,7 @@ the loop (:func:`engine.loop.train`).
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Mapping, Optional
@@ -17,7 +18,7 @@ from jittor import nn
 
 from datasets import build_dataset, get_preset
 from engine import dist, run_folder
-from engine.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, read_model_file, set_rng_state
+from engine.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_into, set_rng_state
 from engine.compat import materialize
 from engine.config import given_options, merge_resume_config, resolve_train_config
 from engine.evaluation import evaluate
@@ -25,13 +26,13 @@ from engine.loop import train
 from engine.optim import build_optimizer, load_optimizer_state
 from models import build_model
 from models.losses import SegmentationLoss
-from models.weights import WeightLoadError, load_state_dict_strict
+from models.weights import load_state_dict_strict
 from pretrained.io import check_output_dir, write_json
 
 __all__ = ["configure", "build_train_set", "run"]
 
 
-def configure(options: Mapping[str, Any]) -> tuple[dict, Optional[dict]]:
+def configure(options: Mapping[str, Any], check_folder: bool = True) -> tuple[dict, Optional[dict]]:
     """The run's configuration and, when resuming, the checkpoint it continues (nothing is written yet)."""
     cfg = resolve_train_config(options)
     checkpoint = None
@@ -50,6 +51,8 @@ def configure(options: Mapping[str, Any]) -> tuple[dict, Optional[dict]]:
                 f"share of the batch and its random draws depend on that, so the run would not continue "
                 f"exactly; resume it with {'mpirun -np ' + str(saved_world) + ' ' if saved_world > 1 else ''}"
                 f"python train.py --resume ...")
+    if not check_folder:
+        return cfg, checkpoint
     check_output_dir(cfg["output_dir"], "--output-dir")
     if checkpoint is None or cfg["output_dir"] != os.path.dirname(cfg["resume"]):
         # every rank decides from the same files; only rank 0 removes an old run (--overwrite)
@@ -75,16 +78,29 @@ def build_train_set(cfg: Mapping[str, Any], input_norm, world: int):
                          buffer_size=2 * batch_bytes + (4 << 20))
 
 
+_USED_AS = {"whole": "--weights (a whole model)", "backbone": "--pretrained (ImageNet backbone weights)"}
+
+
 def _initial_weights(model: nn.Module, cfg: Mapping[str, Any], checkpoint: Optional[dict]) -> None:
-    """Load the resumed checkpoint's weights, or ``--weights`` (a checkpoint or a converted CCNet)."""
+    """The resumed checkpoint's weights; else ``--pretrained``, ``--weights`` or their ``--restore-from``.
+
+    Each file may be a train.py checkpoint, a converted weights file or a raw
+    PyTorch file (converted in memory); a backbone-only file given as
+    ``--weights`` (or a whole model as ``--pretrained``) is used as what it is,
+    with one note line.
+    """
     if checkpoint is not None:
         load_state_dict_strict(model, checkpoint["model"])
-    elif cfg.get("weights"):
-        mf = read_model_file(cfg["weights"])
-        try:
-            load_state_dict_strict(model, mf.state)
-        except WeightLoadError as exc:
-            raise CheckpointError(f"--weights {mf.path!r} does not fit {cfg['model']}: {exc}") from None
+    else:
+        given = [(flag, cfg[key]) for flag, key in (("--pretrained", "pretrained"), ("--weights", "weights"),
+                                                  ("--restore-from", "restore_from")) if cfg.get(key)]
+        if len(given) > 1 and any(flag == "--restore-from" for flag, _ in given):
+            raise ValueError("--restore-from stands for --pretrained or --weights: give only one of them")
+        for flag, path in given:
+            used = load_into(model, path, flag)
+            expected = {"--pretrained": "backbone", "--weights": "whole"}.get(flag)
+            if used != expected:
+                dist.print0(f"note: {flag} {path}: used as {_USED_AS[used]}")
     # Every rank starts from rank 0's weights. Jittor's optimizer also broadcasts at
     # its first step, but only after computing that step's gradients.
     model.mpi_param_broadcast()
@@ -109,7 +125,14 @@ def _eval_fn(cfg: Mapping[str, Any], model: nn.Module, preset, world: int):
 
 
 def run(options: Mapping[str, Any]) -> dict:
-    """Train as ``options`` say (train.py's arguments, ``None`` = not given); returns the final summary."""
+    """Train as ``options`` say (train.py's arguments, ``None`` = not given); returns the final summary.
+
+    With ``print_config`` only the resolved configuration is printed (as JSON) and returned.
+    """
+    if options.get("print_config"):
+        cfg = configure(options, check_folder=False)[0]
+        print(json.dumps({k: v for k, v in cfg.items() if k not in ("print_config",)}, indent=2, default=str))
+        return cfg
     cfg, checkpoint = configure(options)
     device = dist.set_device(cfg["no_cuda"], cfg["amp"])
     world = dist.world_size()
@@ -119,8 +142,7 @@ def run(options: Mapping[str, Any]) -> dict:
     preset = get_preset(cfg["dataset"])
     dist.set_seed(cfg["seed"])
 
-    model = build_model(cfg["model"], preset.num_classes, recurrence=cfg["recurrence"],
-                        pretrained_backbone=None if checkpoint else cfg["pretrained"], **cfg["model_opts"])
+    model = build_model(cfg["model"], preset.num_classes, recurrence=cfg["recurrence"], **cfg["model_opts"])
     cfg["recurrence"] = int(model.recurrence)
     _initial_weights(model, cfg, checkpoint)
     # Jittor initialises parameters lazily, drawing from its generator whenever they are first
@@ -162,7 +184,8 @@ def run(options: Mapping[str, Any]) -> dict:
         snapshot_interval=cfg["snapshot_interval"], eval_interval=cfg["eval_interval"], eval_fn=eval_fn,
         print_freq=cfg["print_freq"], config=cfg, progress=not cfg["no_progress"], stop_after=cfg["stop_after"],
         checkpoint_extra={"model_name": cfg["model"], "num_classes": preset.num_classes,
-                          "dataset": cfg["dataset"]}, resumed_from=cfg.get("resume"))
+                          "dataset": cfg["dataset"]}, resumed_from=cfg.get("resume"),
+        keep_checkpoints=cfg["keep_checkpoints"], best=(checkpoint or {}).get("best"))
     if jt.in_mpi:
         diff = dist.params_in_sync(model)
         result["rank_max_abs_diff"] = diff

@@ -122,13 +122,13 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = write_blocks_dataset(str(root / "data"), num_train=4, num_val=3)
     out = root / "run"
-    training.run(vars(train.get_args_parser().parse_args(train_args(data, out, "--iters", "2"))))
+    training.run(train.options_from_args(train.get_args_parser().parse_args(train_args(data, out, "--iters", "2"))))
     return data, out
 
 
 def run_eval(*args):
     """evaluate.py's run with these arguments (errors raised, not turned into exit codes)."""
-    return evaluation.run(vars(evaluate.get_args_parser().parse_args([str(a) for a in args])))
+    return evaluation.run(evaluate.options_from_args(evaluate.get_args_parser().parse_args([str(a) for a in args])))
 
 
 def test_evaluate_writes_table_json_and_predictions(trained, tmp_path, capsys):

@@ -35,7 +35,7 @@ def blocks(tmp_path_factory):
 
 def run(args):
     """train.py's run in this process (errors raised)."""
-    return training.run(vars(train.get_args_parser().parse_args([str(a) for a in args])))
+    return training.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
 
 
 def cli(main, args, capsys):
@@ -74,7 +74,8 @@ def test_rerun_into_a_used_run_folder_is_refused_and_loses_nothing(blocks, tmp_p
     assert snapshot_of(out) == before                       # not a byte changed
     run(train_args(blocks, out, "--iters", 1, "--overwrite"))
     names = sorted(os.listdir(out))
-    assert names == ["checkpoint_000001.pkl", "checkpoint_last.pkl", "config.json", "log.jsonl", "notes.txt"]
+    assert names == ["checkpoint_000001.pkl", "checkpoint_last.pkl", "config.json", "log.jsonl", "notes.txt",
+                     "train.log"]
     assert (out / "notes.txt").read_text() == "mine"        # only run files were removed
     assert [json.loads(x)["iter"] for x in open(out / "log.jsonl")] == [1]
 
@@ -373,3 +374,14 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert os.stat(tmp_path / "van_b0.pkl").st_mode & 0o777 == 0o644
+
+
+def test_run_folders_of_earlier_versions_are_recognised(tmp_path):
+    """A config.json written before the run_format marker is still train.py's (demo.py may replace it)."""
+    from engine import run_folder
+    earlier = {"model": "ccnet_demo", "dataset": "demo", "iters": 300, "batch_size": 8, "model_opts": {},
+               "jittor_version": "1.3.11.0", "iters_per_epoch": 18, "lr": 0.01}
+    (tmp_path / "config.json").write_text(json.dumps(earlier))
+    assert run_folder.is_run_folder(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model": "x", "dataset": "y"}))
+    assert not run_folder.is_run_folder(str(tmp_path))

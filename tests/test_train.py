@@ -19,7 +19,7 @@ def blocks(tmp_path_factory):
 
 def run(args):
     """train.py's run with these arguments (errors raised, not turned into exit codes)."""
-    return training.run(vars(train.get_args_parser().parse_args([str(a) for a in args])))
+    return training.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
 
 
 def max_diff(a, b):
@@ -150,7 +150,7 @@ def test_bad_input(blocks, tmp_path):
         run(train_args(blocks, tmp_path / "a", "--model-opt", "dropout"))
 
 
-def test_weights_initialise_the_whole_model(blocks, tmp_path):
+def test_weights_initialise_the_whole_model(blocks, tmp_path, capsys):
     """--weights takes a train.py checkpoint or a converted CCNet; a file that does not fit is refused."""
     first = tmp_path / "first"
     run(train_args(blocks, first, "--iters", 2))
@@ -165,7 +165,16 @@ def test_weights_initialise_the_whole_model(blocks, tmp_path):
         for key in trained:
             if "running_" not in key:
                 np.testing.assert_allclose(got[key], trained[key], rtol=0, atol=1e-8, err_msg=key)
+    # backbone-only weights given as --weights are used as --pretrained, with a note
     backbone = tmp_path / "backbone.pkl"
     save_weights(str(backbone), {k: v for k, v in trained.items() if k.startswith("backbone.")}, {})
+    run(train_args(blocks, tmp_path / "bb", "--iters", 1, "--lr", 1e-12, "--weights", backbone))
+    assert "used as --pretrained" in capsys.readouterr().out
+    got = checkpoint.load_checkpoint(str(tmp_path / "bb" / "checkpoint_last.pkl"))["model"]
+    np.testing.assert_allclose(got["backbone.patch_embed1.proj.weight"], trained["backbone.patch_embed1.proj.weight"],
+                               rtol=0, atol=1e-8)
+    from models import build_model
+    wrong = tmp_path / "wrong.pkl"  # a whole ccnet_demo of the default width: fits neither way
+    save_weights(str(wrong), {k: v.numpy() for k, v in build_model("ccnet_demo", 5).state_dict().items()}, {})
     with pytest.raises(checkpoint.CheckpointError, match="does not fit ccnet_demo"):
-        run(train_args(blocks, tmp_path / "bad", "--iters", 1, "--weights", backbone))
+        run(train_args(blocks, tmp_path / "bad", "--iters", 1, "--weights", wrong))
