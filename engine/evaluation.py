@@ -264,8 +264,10 @@ def run(options: dict) -> dict:
     result["seconds"] = round(time.time() - t0, 2)
     if is_main():
         print(format_table(result, preset.class_names), flush=True)
-        settings = {"checkpoint": info.path, "model": info.model, "recurrence": info.recurrence,
-                    "dataset": dataset, "split": split, "mode": mode, "crop_size": crop, "stride": stride,
+        settings = {"checkpoint": os.path.abspath(info.path), "model": info.model, "recurrence": info.recurrence,
+                    "dataset": dataset, "data_path": os.path.abspath(data_path), "split": split,
+                    "test_size": o.get("test_size") or preset.test_size, "mode": mode, "crop_size": crop,
+                    "stride": stride,
                     "scales": scales, "flip": flip, "world_size": world, "jittor_version": jt.__version__}
         text = to_json({k: v for k, v in result.items() if k != "matrix"}, preset.class_names,
                        settings=settings, confusion_matrix=result["matrix"])
