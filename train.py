@@ -70,6 +70,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--ohem", nargs="?", const=True, type=official.parse_bool, metavar="1|0",
                    help="online hard example mining on the main head (also --ohem 1 / --ohem 0)")
     g.add_argument("--ohem-thresh", type=float, help=f"OHEM probability threshold (default {D['ohem_thresh']})")
+    g.add_argument("--ccl", action="store_true", default=None,
+                   help="add the category consistent loss of the TPAMI version on the RCCA feature")
+    g.add_argument("--ccl-weights", type=float, nargs=3, metavar=("ALPHA", "BETA", "GAMMA"),
+                   help=f"weights of its variance, distance and regularisation terms (default "
+                        f"{' '.join(map(str, D['ccl_weights']))})")
+    g.add_argument("--ccl-deltas", type=float, nargs=2, metavar=("DELTA_V", "DELTA_D"),
+                   help=f"its margins (default {' '.join(map(str, D['ccl_deltas']))})")
+    g.add_argument("--ccl-dim", type=int, metavar="D",
+                   help=f"channels of the projected feature it works on (default {D['ccl_dim']})")
     g.add_argument("--ohem-min-kept", type=int,
                    help=f"OHEM minimum kept pixels of the GLOBAL batch, whatever the process count "
                         f"(default {D['ohem_min_kept']}; the official code counts per GPU)")

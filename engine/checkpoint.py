@@ -250,8 +250,13 @@ def load_model(source, *, model: Optional[str] = None, num_classes: Optional[int
     opts = dict(settings.get("model_opts") or {}) if model_opts is None else dict(model_opts)
     rec = recurrence if recurrence is not None else settings.get("recurrence")
     net = build_model(name, num_classes, recurrence=rec, **opts)
+    state = mf.state
+    if getattr(net, "head_ccl", None) is None:
+        # the category consistent loss's projection is used in training only: a model built without it
+        # evaluates a checkpoint trained with it
+        state = {k: v for k, v in state.items() if not k.startswith("head_ccl.")}
     try:
-        load_state_dict_strict(net, mf.state, verbose=False)
+        load_state_dict_strict(net, state, verbose=False)
     except WeightLoadError as exc:
         raise CheckpointError(f"{path!r} does not fit the {name} architecture "
                               f"(wrong --model or --model-opt?):\n{exc}") from None

@@ -20,7 +20,7 @@ from datasets import get_preset
 from datasets.transforms import pair
 from models import MODEL_PRESETS
 from engine.official import check_classes
-from models.losses import AUX_WEIGHT, OHEM_MIN_KEPT, OHEM_THRESH
+from models.losses import AUX_WEIGHT, CCL_DELTAS, CCL_DIM, CCL_WEIGHTS, OHEM_MIN_KEPT, OHEM_THRESH
 
 __all__ = ["TRAIN_DEFAULTS", "ADAMW_DEFAULTS", "MIN_CROP", "PRESET_OPTIONS", "RESUME_FROM_CLI", "RESUME_IF_GIVEN",
            "PATH_OPTIONS", "COMMAND_OPTIONS", "parse_model_opts", "given_options", "check_train_config",
@@ -32,6 +32,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "crop_size": None, "random_scale": True, "scale_range": None, "random_mirror": True, "workers": 4,
     "model": "ccnet_resnet101", "pretrained": None, "weights": None, "recurrence": None, "model_opt": [],
     "aux_weight": AUX_WEIGHT, "ohem": False, "ohem_thresh": OHEM_THRESH, "ohem_min_kept": OHEM_MIN_KEPT,
+    "ccl": False, "ccl_weights": list(CCL_WEIGHTS), "ccl_deltas": list(CCL_DELTAS), "ccl_dim": CCL_DIM,
     "batch_size": None, "iters": None, "opt": "sgd", "lr": None, "momentum": None, "weight_decay": None,
     "power": None, "min_lr": 0.0, "head_lr_mult": 1.0,
     "output_dir": None, "overwrite": False, "snapshot_interval": None, "eval_interval": None, "resume": None,
@@ -95,6 +96,7 @@ _RULES: dict[str, tuple] = {
     "stop_after": (int, 1, math.inf, False, False, "a positive integer"),
     "ohem_min_kept": (int, 0, math.inf, False, False, "0 or more pixels"),
     "keep_checkpoints": (int, 0, math.inf, False, False, "0 (only the last) or more"),
+    "ccl_dim": (int, 1, math.inf, False, False, "a positive number of channels"),
     "recurrence": (int, 0, 3, False, False, "0, 1, 2 or 3"),
     "lr": (float, 0, math.inf, True, False, "a positive number"),
     "min_lr": (float, 0, math.inf, False, False, "0 or a positive number below --lr"),
@@ -117,6 +119,12 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
     if min(cfg["crop_size"]) < MIN_CROP:
         raise ValueError(f"--crop-size must be at least {MIN_CROP} pixels (the backbones' largest stride), "
                          f"got {cfg['crop_size']}")
+    weights, deltas = cfg["ccl_weights"], cfg["ccl_deltas"]
+    if len(weights) != 3 or not all(isinstance(w, (int, float)) and 0 <= w < math.inf for w in weights):
+        raise ValueError(f"--ccl-weights must be ALPHA BETA GAMMA, three numbers >= 0, got {weights}")
+    if len(deltas) != 2 or not all(isinstance(d, (int, float)) and math.isfinite(d) for d in deltas) \
+            or not 0 <= deltas[0] < deltas[1]:
+        raise ValueError(f"--ccl-deltas must be DELTA_V DELTA_D with 0 <= DELTA_V < DELTA_D, got {deltas}")
     if cfg.get("scale_range") is not None:
         low, high = cfg["scale_range"]
         if not (0 < low <= high < math.inf):
@@ -184,6 +192,9 @@ def resolve_train_config(options: Mapping[str, Any]) -> dict:
         cfg["eval_interval"] = cfg["iters"]
     cfg["output_dir"] = cfg["output_dir"] or os.path.join("work_dirs", f"{cfg['model']}_{cfg['dataset']}")
     cfg["model_opts"] = parse_model_opts(cfg["model_opt"])
+    if cfg["ccl"]:
+        # the projection of the category consistent loss is part of the model (training only)
+        cfg["model_opts"]["ccl_dim"] = int(cfg["ccl_dim"])
     for key in PATH_OPTIONS:
         if cfg.get(key):
             cfg[key] = os.path.abspath(cfg[key])

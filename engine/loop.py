@@ -119,7 +119,8 @@ class RunLog:
         row.update(iter=iteration, epoch=epoch, loss=loss, lr=lr, data_time=round(data_time, 4),
                    time=round(step_time, 4), memory_mb=round(self.peak, 1))
         shown = " ".join(f"{k[5:] if k.startswith('loss_') else k} {row[k]:.4f}"
-                         for k in ("loss_main", "loss_aux") if k in row)
+                         for k in ("loss_main", "loss_aux", "loss_ccl_var", "loss_ccl_dis", "loss_ccl_reg")
+                         if k in row)
         self._write(row, f"iter {iteration}/{self.max_iters} epoch {epoch} | loss {loss:.4f}"
                          f"{' (' + shown + ')' if shown else ''} | lr {lr:.3e} | {step_time:.3f} s/it "
                          f"(data {data_time:.3f} s) | eta {eta} | {kind} {self.peak:.0f} MB")

@@ -152,7 +152,8 @@ def run(options: Mapping[str, Any]) -> dict:
     criterion = SegmentationLoss(preset.num_classes, ignore_index=preset.ignore_index,
                                  aux_weight=cfg["aux_weight"], ohem=cfg["ohem"], ohem_thresh=cfg["ohem_thresh"],
                                  ohem_min_kept=cfg["ohem_min_kept"],
-                                 align_corners=bool(getattr(model, "align_corners", True)))
+                                 align_corners=bool(getattr(model, "align_corners", True)), ccl=cfg["ccl"],
+                                 ccl_weights=cfg["ccl_weights"], ccl_deltas=cfg["ccl_deltas"])
     optimizer = build_optimizer(model, cfg["opt"], cfg["lr"], cfg["momentum"], cfg["weight_decay"],
                                 cfg["head_lr_mult"])
     start_iter = 0

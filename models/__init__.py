@@ -72,7 +72,7 @@ MODEL_PRESETS: dict[str, dict] = {
 }
 
 _CCNET_ARGS = ("recurrence", "channels", "aux_channels", "aux_bias", "activation", "align_corners",
-               "neck_channels", "aux_index", "dropout", "cca_impl")
+               "neck_channels", "aux_index", "dropout", "cca_impl", "ccl_dim")
 
 
 def build_backbone(name: str, pretrained: Optional[str] = None, **kwargs):

@@ -124,12 +124,14 @@ class RCCAModule(nn.Module):
             nn.Conv2d(channels, num_classes, 1, bias=True),
         )
 
-    def execute(self, x: jt.Var, recurrence: int = 2) -> jt.Var:
+    def execute(self, x: jt.Var, recurrence: int = 2, return_feature: bool = False):
+        """Logits; with ``return_feature`` also the RCCA feature (``convb``'s output, what is concatenated)."""
         out = self.conva(x)
         for _ in range(recurrence):
             out = self.cca(out)
         out = self.convb(out)
-        return self.bottleneck(jt.concat([x, out], dim=1))
+        logits = self.bottleneck(jt.concat([x, out], dim=1))
+        return (logits, out) if return_feature else logits
 
     def attention_maps(self, x: jt.Var, recurrence: int = 2) -> list[jt.Var]:
         """The softmax attention of each recurrence, ``[B, H+W-1, H, W]`` (official layout)."""
@@ -206,12 +208,15 @@ class CCNet(nn.Module):
         aux_index: backbone stage (0-based) feeding the auxiliary head (2 = stage 3).
         dropout: Dropout2d probability of both heads (0.1).
         cca_impl: ``"kernel"`` or ``"reference"``.
+        ccl_dim: if set, a 1x1 projection (``head_ccl``) of the RCCA feature to this
+            many channels for the category consistent loss (TPAMI version,
+            ``models.losses.category_consistent_loss``); used in training only.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, recurrence: int = 2, channels: int = 512,
                  aux_channels: Optional[int] = 512, aux_bias: bool = True, activation: str = "leaky_relu",
                  align_corners: bool = True, neck_channels: Optional[int] = None, aux_index: int = 2,
-                 dropout: float = 0.1, cca_impl: str = "kernel") -> None:
+                 dropout: float = 0.1, cca_impl: str = "kernel", ccl_dim: Optional[int] = None) -> None:
         super().__init__()
         _check_activation(activation)
         if num_classes < 1:
@@ -238,6 +243,9 @@ class CCNet(nn.Module):
         self.head = RCCAModule(head_in, num_classes, channels, activation, dropout, cca_impl)
         self.dsn = (FCNAuxHead(out_channels[aux_index], num_classes, aux_channels, activation, aux_bias, dropout)
                     if aux_channels else None)
+        if ccl_dim is not None and ccl_dim < 1:
+            raise ValueError(f"ccl_dim must be a positive number of channels, got {ccl_dim}")
+        self.head_ccl = nn.Conv2d(channels, int(ccl_dim), 1) if ccl_dim else None
 
     @property
     def recurrence(self) -> int:
@@ -265,20 +273,24 @@ class CCNet(nn.Module):
             return features[-1]
         return self.neck([features[i] for i in self.neck_indices])
 
-    def execute(self, x: jt.Var) -> Union[jt.Var, tuple[jt.Var, Optional[jt.Var]]]:
-        """Training: ``(main, aux)`` logits at 1/8 (``aux`` None without an aux head). Eval: ``main``."""
+    def execute(self, x: jt.Var) -> Union[jt.Var, tuple]:
+        """Training: ``(main, aux)`` logits at 1/8 (``aux`` None without an aux head), and the projected
+        RCCA feature as a third element when the model has the CCL projection. Eval: ``main``."""
         self._sync_scalar_parameters()
         features = self.backbone(x)
-        main = self.head(self._head_input(features), self._recurrence)
+        ccl = self.head_ccl is not None and self.is_training()
+        main = self.head(self._head_input(features), self._recurrence, return_feature=ccl)
         if not self.is_training():
             return main
-        if self.dsn is None:
-            return main, None
-        aux = self.dsn(features[self.aux_index])
-        if tuple(aux.shape[2:]) != tuple(main.shape[2:]):
-            aux = nn.interpolate(aux, size=tuple(main.shape[2:]), mode="bilinear",
-                                 align_corners=self.align_corners)
-        return main, aux
+        if ccl:
+            main, feature = main
+        aux = None
+        if self.dsn is not None:
+            aux = self.dsn(features[self.aux_index])
+            if tuple(aux.shape[2:]) != tuple(main.shape[2:]):
+                aux = nn.interpolate(aux, size=tuple(main.shape[2:]), mode="bilinear",
+                                     align_corners=self.align_corners)
+        return (main, aux, self.head_ccl(feature)) if ccl else (main, aux)
 
     def predict(self, x: jt.Var, size: Optional[Sequence[int]] = None) -> jt.Var:
         """Main logits upsampled bilinearly to ``x``'s size (or ``size``), ``align_corners`` of the model.

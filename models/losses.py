@@ -27,6 +27,9 @@ Upstream: speedinghzl/CCNet ``loss/criterion.py`` (``CriterionDSN``,
   host, as scipy does); order 1 interpolates linearly there, order 0 takes the
   pixel ``floor(coordinate + 0.5)``. The threshold and the kept mask are
   computed in Jittor, without copying the probabilities to the host.
+* The category consistent loss of the TPAMI version (:func:`category_consistent_loss`,
+  enabled by ``ccl``): RCCA features of one class pulled to their class mean,
+  class means pushed apart, means kept small.
 """
 from __future__ import annotations
 
@@ -38,10 +41,12 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
+from engine.compat import matmul_per_image
 from engine.dist import all_gather, all_reduce_sum
 
-__all__ = ["SegmentationLoss", "AUX_WEIGHT", "OHEM_THRESH", "OHEM_MIN_KEPT", "log_softmax", "pixel_nll",
-           "ohem_keep_mask", "zoom_size", "zoom_nearest_index", "zoom_linear_weights"]
+__all__ = ["SegmentationLoss", "AUX_WEIGHT", "OHEM_THRESH", "OHEM_MIN_KEPT", "CCL_WEIGHTS", "CCL_DELTAS", "CCL_DIM",
+           "log_softmax", "pixel_nll", "ohem_keep_mask", "zoom_size", "zoom_nearest_index", "zoom_linear_weights",
+           "nearest_labels", "category_consistent_loss"]
 
 #: Subsampling factor of the OHEM threshold search (official ``factor=8``).
 OHEM_FACTOR = 8
@@ -50,6 +55,13 @@ OHEM_FACTOR = 8
 AUX_WEIGHT = 0.4
 OHEM_THRESH = 0.7
 OHEM_MIN_KEPT = 100000
+
+#: Defaults of the category consistent loss: weights (alpha, beta, gamma) of the variance, distance and
+#: regularisation terms, margins (delta_v, delta_d) and the projected feature width D. They come from
+#: secondary summaries of the TPAMI paper, not from released code; all are train.py flags.
+CCL_WEIGHTS = (1.0, 1.0, 0.001)
+CCL_DELTAS = (0.5, 1.5)
+CCL_DIM = 16
 
 
 def zoom_size(size: int, factor: int = OHEM_FACTOR) -> int:
@@ -148,6 +160,78 @@ def ohem_keep_mask(prob: jt.Var, target: jt.Var, valid: jt.Var, thresh: float, m
     return keep, threshold
 
 
+def nearest_labels(label: jt.Var, size: Sequence[int]) -> jt.Var:
+    """``label [B, H, W]`` resized to ``size`` by nearest neighbour (pixel ``o`` takes ``floor(o * H / h)``)."""
+    H, W = label.shape[1:]
+    h, w = int(size[0]), int(size[1])
+    if (h, w) == (H, W):
+        return label
+    iy = jt.array(np.minimum((np.arange(h) * (H / h)).astype(np.int64), H - 1).astype(np.int32))
+    ix = jt.array(np.minimum((np.arange(w) * (W / w)).astype(np.int64), W - 1).astype(np.int32))
+    return label[:, iy][:, :, ix]
+
+
+def _const(value: float, like: jt.Var) -> jt.Var:
+    """``value`` as a 1-element Var of ``like``'s dtype (a Python float would be rounded to float32 by Jittor)."""
+    return jt.array(np.array([value], dtype=str(like.dtype)))
+
+
+def _norm(x: jt.Var, dim: int) -> jt.Var:
+    """Euclidean norm over ``dim``, exact, with a zero (not NaN) gradient where it is 0."""
+    squares = x.sqr().sum(dim)
+    positive = squares > 0
+    return jt.ternary(positive, jt.ternary(positive, squares, jt.ones_like(squares)).sqrt(), jt.zeros_like(squares))
+
+
+def category_consistent_loss(features: jt.Var, label: jt.Var, num_classes: int, ignore_index: int = 255,
+                             deltas: Sequence[float] = CCL_DELTAS) -> tuple[jt.Var, jt.Var, jt.Var]:
+    """The category consistent loss of CCNet's TPAMI version: ``(l_var, l_dis, l_reg)``, means over the batch.
+
+    ``features [B, D, h, w]`` (the projected RCCA feature), ``label [B, H, W]``
+    (resized to ``h x w`` by nearest neighbour; ignored pixels take no part).
+    Per image, with ``C`` the classes present, ``mu_c`` the mean feature of
+    class ``c`` over its ``N_c`` pixels and ``d = ||mu_c - h_i||``:
+
+    * ``l_var = 1/|C| sum_c 1/N_c sum_{i in c} phi_var(d)``, ``phi_var`` 0 up to
+      ``delta_v``, ``(d - delta_v)^2`` up to ``delta_d``, then the linear tail
+      ``d - delta_d + (delta_d - delta_v)^2``;
+    * ``l_dis = 1/(|C|(|C|-1)) sum_{a != b} (2 delta_d - ||mu_a - mu_b||)^2`` over
+      the pairs closer than ``2 delta_d`` (0 with fewer than two classes);
+    * ``l_reg = 1/|C| sum_c ||mu_c||``.
+
+    Class means come from one-hot matrix products (no loop over classes or
+    pixels); an image with no valid pixel contributes 0. The batch's loss is
+    the mean of its images' losses.
+    """
+    delta_v, delta_d = (float(d) for d in deltas)
+    B, D, h, w = features.shape
+    label = nearest_labels(label, (h, w)).reshape(B, h * w).stop_grad()
+    classes = jt.arange(num_classes).reshape(1, num_classes, 1)
+    valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
+    onehot = ((label.unsqueeze(1) == classes) & valid.unsqueeze(1)).cast(features.dtype)   # [B, K, P]
+    feats = features.reshape(B, D, h * w).transpose(0, 2, 1)                                # [B, P, D]
+    counts = onehot.sum(2)                                                                   # [B, K]
+    present = (counts > 0).cast(features.dtype)
+    n_present = present.sum(1)                                                               # [B]
+    means = matmul_per_image(onehot, feats) / jt.maximum(counts, jt.ones_like(counts)).unsqueeze(2)  # [B, K, D]
+    # variance: each pixel's distance to its class mean
+    own_mean = matmul_per_image(onehot.transpose(0, 2, 1), means)                            # [B, P, D]
+    d = _norm(own_mean - feats, 2)                                                           # [B, P]
+    dv, dd, tail = (_const(v, d) for v in (delta_v, delta_d, (delta_d - delta_v) ** 2))
+    phi = jt.ternary(d <= delta_v, jt.zeros_like(d), jt.ternary(d <= delta_d, (d - dv).sqr(), d - dd + tail))
+    per_class = (onehot * phi.unsqueeze(1)).sum(2) / jt.maximum(counts, jt.ones_like(counts))   # [B, K]
+    l_var = (per_class * present).sum(1) / jt.maximum(n_present, jt.ones_like(n_present))
+    # distance: pairs of class means closer than 2 delta_d
+    dist = _norm(means.unsqueeze(2) - means.unsqueeze(1), 3)                                 # [B, K, K]
+    pairs = present.unsqueeze(2) * present.unsqueeze(1) * (1 - jt.init.eye(num_classes, features.dtype))
+    push = jt.maximum(_const(2 * delta_d, dist) - dist, jt.zeros_like(dist)).sqr()
+    n_pairs = n_present * (n_present - 1)
+    l_dis = (push * pairs).sum([1, 2]) / jt.maximum(n_pairs, jt.ones_like(n_pairs))
+    # regularisation: small class means
+    l_reg = (_norm(means, 2) * present).sum(1) / jt.maximum(n_present, jt.ones_like(n_present))
+    return l_var.mean(), l_dis.mean(), l_reg.mean()
+
+
 class SegmentationLoss(nn.Module):
     """CCNet criterion: CE (or OHEM CE) on the main logits + ``aux_weight`` * CE on the auxiliary logits.
 
@@ -159,18 +243,23 @@ class SegmentationLoss(nn.Module):
         ohem_thresh: OHEM probability threshold (official README 0.7).
         ohem_min_kept: OHEM minimum kept pixels (official README 100000).
         align_corners: of the bilinear upsampling of the logits to the label size.
+        ccl: add the category consistent loss on the third output (the projected
+            RCCA feature of a model built with ``ccl_dim``), weighted by
+            ``ccl_weights`` (alpha, beta, gamma) with margins ``ccl_deltas``.
 
     ``execute(outputs, label)`` takes ``(main, aux)`` (``aux`` may be None) or
     the main logits alone, and an integer label ``[B, H, W]``; it returns the
     total loss (a Jittor scalar to back-propagate) and a dict of floats:
-    ``loss``, ``loss_main``, ``loss_aux`` (if any), ``valid_pixels`` and, with
-    OHEM, ``ohem_threshold`` and ``ohem_kept``. Raises ValueError for a label
+    ``loss``, ``loss_main``, ``loss_aux`` (if any), ``valid_pixels``, with
+    OHEM ``ohem_threshold`` and ``ohem_kept``, and with CCL ``loss_ccl_var``,
+    ``loss_ccl_dis`` and ``loss_ccl_reg`` (unweighted). Raises ValueError for a label
     outside ``[0, num_classes)`` other than ``ignore_index``.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, aux_weight: float = AUX_WEIGHT, ohem: bool = False,
                  ohem_thresh: float = OHEM_THRESH, ohem_min_kept: int = OHEM_MIN_KEPT,
-                 align_corners: bool = True) -> None:
+                 align_corners: bool = True, ccl: bool = False, ccl_weights: Sequence[float] = CCL_WEIGHTS,
+                 ccl_deltas: Sequence[float] = CCL_DELTAS) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
@@ -185,6 +274,13 @@ class SegmentationLoss(nn.Module):
         self.ohem_thresh = float(ohem_thresh)
         self.ohem_min_kept = int(ohem_min_kept)
         self.align_corners = bool(align_corners)
+        self.ccl = bool(ccl)
+        self.ccl_weights = tuple(float(w) for w in ccl_weights)
+        self.ccl_deltas = tuple(float(d) for d in ccl_deltas)
+        if len(self.ccl_weights) != 3 or min(self.ccl_weights) < 0:
+            raise ValueError(f"ccl_weights must be three non-negative numbers, got {ccl_weights}")
+        if len(self.ccl_deltas) != 2 or not 0 <= self.ccl_deltas[0] < self.ccl_deltas[1]:
+            raise ValueError(f"ccl_deltas must be delta_v, delta_d with 0 <= delta_v < delta_d, got {ccl_deltas}")
 
     def _ce(self, logits: jt.Var, label: jt.Var, valid: jt.Var, safe: jt.Var,
             ohem: bool) -> tuple[jt.Var, Optional[jt.Var], Optional[jt.Var]]:
@@ -210,8 +306,12 @@ class SegmentationLoss(nn.Module):
         if isinstance(outputs, (tuple, list)):
             main = outputs[0]
             aux = outputs[1] if len(outputs) > 1 else None
+            feature = outputs[2] if len(outputs) > 2 else None
         else:
-            main, aux = outputs, None
+            main, aux, feature = outputs, None, None
+        if self.ccl and feature is None:
+            raise ValueError("the category consistent loss needs the model's projected RCCA feature: build the "
+                             "model with ccl_dim (train.py --ccl does)")
         if label.ndim != 3:
             raise ValueError(f"label must be [B, H, W], got shape {list(label.shape)}")
         if main.ndim != 4 or main.shape[0] != label.shape[0] or main.shape[1] != self.num_classes:
@@ -236,6 +336,13 @@ class SegmentationLoss(nn.Module):
         if threshold is not None:
             names.append("ohem_threshold")
             values.append(threshold)
+        ccl_total = 0.0
+        if self.ccl:
+            terms = category_consistent_loss(feature, label, self.num_classes, self.ignore_index, self.ccl_deltas)
+            for name, term, weight in zip(("var", "dis", "reg"), terms, self.ccl_weights):
+                loss = loss + weight * term
+                names.append(f"loss_ccl_{name}")
+                values.append(term)
         names += ["valid_pixels", "bad_labels", "bad_min", "bad_max"]
         values += [valid.sum(), bad.sum(),
                    jt.ternary(bad, label, jt.full_like(label, 2 ** 30)).min(),
@@ -249,5 +356,7 @@ class SegmentationLoss(nn.Module):
                              f"mapping and num_classes)")
         stats.pop("bad_min")
         stats.pop("bad_max")
-        stats["loss"] = float(stats["loss_main"] + self.aux_weight * stats.get("loss_aux", 0.0))
+        if self.ccl:
+            ccl_total = sum(w * stats[f"loss_ccl_{n}"] for n, w in zip(("var", "dis", "reg"), self.ccl_weights))
+        stats["loss"] = float(stats["loss_main"] + self.aux_weight * stats.get("loss_aux", 0.0) + ccl_total)
         return loss, stats
