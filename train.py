@@ -119,7 +119,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         f"--eval-interval, checkpoint_best.pkl (default {D['keep_checkpoints']})")
     g.add_argument("--seed", type=int, help=f"seed of data order, augmentation and init (default {D['seed']})")
     g.add_argument("--print-freq", type=int, help=f"log every N iterations (default {D['print_freq']})")
-    g.add_argument("--amp", action="store_true", default=None, help="mixed precision (GPU only)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (GPU only): float16 convolutions and attention products, float32 "
+                        "statistics, softmax and losses, dynamic loss scaling; a resumed run keeps its setting "
+                        "unless --amp/--no-amp is given")
     g.add_argument("--no-cuda", action="store_true", default=None, help="run on the CPU even if a GPU is present")
     g.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     cli.add_verbose_arg(g)

@@ -59,10 +59,10 @@ PRESET_OPTIONS = ("crop_size", "batch_size", "iters", "lr", "weight_decay", "mom
 #: When resuming, these options come from the new command line (or the defaults); all others from
 #: the checkpoint's config, except those of RESUME_IF_GIVEN, which the new command line overrides
 #: only when given.
-RESUME_FROM_CLI = ("resume", "stop_after", "no_progress", "no_cuda", "amp", "workers", "print_freq", "overwrite",
+RESUME_FROM_CLI = ("resume", "stop_after", "no_progress", "no_cuda", "workers", "print_freq", "overwrite",
                    "verbose", "config", "print_config")
 RESUME_IF_GIVEN = ("output_dir", "data_path", "list_file", "eval_interval", "snapshot_interval", "lr", "iters",
-                   "keep_checkpoints")
+                   "keep_checkpoints", "amp")
 
 #: Options holding paths: recorded absolute, so that a later command finds them from any folder.
 PATH_OPTIONS = ("data_path", "list_file", "pretrained", "weights", "restore_from", "output_dir", "resume",

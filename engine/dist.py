@@ -15,6 +15,8 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
+from models.precision import set_float16
+
 __all__ = ["rank", "world_size", "is_main", "print0", "barrier", "set_device", "set_seed", "iteration_seed",
            "all_reduce_mean", "all_reduce_sum", "all_gather", "params_in_sync"]
 
@@ -47,19 +49,18 @@ def barrier() -> None:
 
 
 def set_device(no_cuda: bool = False, amp: bool = False) -> str:
-    """Select CPU or CUDA (and mixed precision); returns ``"cuda"`` or ``"cpu"``.
+    """Select CPU or CUDA, and float16 compute for ``amp``; returns ``"cuda"`` or ``"cpu"``.
 
-    ``amp`` needs a GPU: on the CPU it is an error (ValueError) rather than a
-    silent float32 run.
+    ``amp`` needs a GPU: on the CPU (no float16 kernels worth using) it is an
+    error (ValueError) rather than a slow or silent float32 run.
     """
     use_cuda = bool(jt.has_cuda) and not no_cuda
     jt.flags.use_cuda = 1 if use_cuda else 0
-    if amp:
-        if not use_cuda:
-            raise ValueError("--amp (mixed precision) needs a CUDA GPU; this run is on the CPU "
-                             f"({'--no-cuda given' if no_cuda else 'no GPU found'}). Drop --amp.")
-        # Reductions (softmax, BN statistics, losses) stay in float32; see shared/reference/jittor.md §6.
-        jt.flags.amp_level = 3
+    if amp and not use_cuda:
+        raise ValueError("--amp (mixed precision) needs a CUDA GPU; this run is on the CPU "
+                         f"({'--no-cuda given' if no_cuda else 'no GPU found'}). Drop --amp (when resuming a mixed-precision "
+                         "run, add --no-amp).")
+    set_float16(amp)  # models.precision: float16 convolutions, float32 statistics and losses
     return "cuda" if use_cuda else "cpu"
 
 

@@ -31,12 +31,17 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
+from engine.amp import GradScaler
 from engine.checkpoint import CHECKPOINT_VERSION, link_atomic, model_state, rng_state, save_checkpoint
 from engine.dist import all_reduce_mean, is_main, iteration_seed, world_size
 from engine.optim import optimizer_state, poly_lr, set_lr
 
 __all__ = ["TrainingStopped", "Interrupted", "RunLog", "Snapshots", "peak_memory_mb", "batches", "train_step",
            "train"]
+
+
+#: With mixed precision, how many skipped steps in a row (non-finite gradients) stop the run.
+AMP_PATIENCE = 20
 
 
 class TrainingStopped(RuntimeError):
@@ -154,8 +159,9 @@ class Snapshots:
 
     def __init__(self, model: nn.Module, optimizer: jt.optim.Optimizer, output_dir: Optional[str], seed: int,
                  config: Optional[dict] = None, extra: Optional[dict] = None, last: Optional[str] = None,
-                 keep: Optional[int] = None, best: Optional[dict] = None) -> None:
-        self.model, self.optimizer, self.output_dir = model, optimizer, output_dir
+                 keep: Optional[int] = None, best: Optional[dict] = None,
+                 scaler: Optional[GradScaler] = None) -> None:
+        self.model, self.optimizer, self.output_dir, self.scaler = model, optimizer, output_dir, scaler
         self.seed, self.config, self.extra, self.keep = seed, config or {}, extra or {}, keep
         self.last = last   # the last good checkpoint: this run's newest, or the one it resumed from
         self.last_iter: Optional[int] = None
@@ -190,6 +196,7 @@ class Snapshots:
             "config": self.config,
             "world_size": world_size(),
             "best": self.best,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
         payload.update(self.extra)
         path = os.path.join(self.output_dir, f"checkpoint_{iteration:06d}.pkl")
@@ -240,16 +247,21 @@ def batches(train_set, start_iter: int) -> Iterator[tuple[int, tuple]]:
 
 
 def train_step(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, image: jt.Var,
-               label: jt.Var, lr: float, seed: int) -> tuple[float, dict]:
+               label: jt.Var, lr: float, seed: int, scaler: Optional[GradScaler] = None) -> tuple[float, dict]:
     """One iteration at learning rate ``lr`` with Jittor seeded by ``seed``; returns ``(loss, loss parts)``.
 
     The loss is the mean over all processes (every rank sees the same value,
-    the same NaN included); the parts are this rank's.
+    the same NaN included); the parts are this rank's. With a ``scaler``
+    (mixed precision) the update goes through it and may be skipped
+    (``parts["amp_skipped"]`` is then 1).
     """
     set_lr(optimizer, lr)
     jt.set_seed(seed)
     loss, parts = criterion(model(image), label)
-    optimizer.step(loss)
+    if scaler is None:
+        optimizer.step(loss)
+    else:
+        parts = dict(parts, amp_scale=scaler.scale, amp_skipped=float(not scaler.step(optimizer, loss)))
     return float(all_reduce_mean(loss.detach()).item()), parts
 
 
@@ -259,7 +271,8 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
           eval_interval: int = 0, eval_fn: Optional[Callable[[int], dict]] = None,
           print_freq: int = 10, config: Optional[dict] = None, checkpoint_extra: Optional[dict] = None,
           progress: bool = True, stop_after: Optional[int] = None, resumed_from: Optional[str] = None,
-          keep_checkpoints: Optional[int] = None, best: Optional[dict] = None) -> dict:
+          keep_checkpoints: Optional[int] = None, best: Optional[dict] = None,
+          scaler: Optional[GradScaler] = None) -> dict:
     """Train ``model`` from iteration ``start_iter`` to ``max_iters`` (poly schedule).
 
     Args:
@@ -273,6 +286,7 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
         stop_after: stop (with a checkpoint) after this many iterations of this
             run, e.g. to test resuming; ``None`` runs to ``max_iters``.
         resumed_from: the checkpoint this run continues (the last good one until a new one is written).
+        scaler: mixed precision's loss scaler (``engine.amp``); its state goes into the checkpoints.
 
     Returns:
         A dict with the last iteration, loss, checkpoint, best and (if evaluated) metrics.
@@ -287,7 +301,7 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
                          f"batch ({train_set.batch_size}); lower --batch-size")
     log = RunLog(output_dir, max_iters, start_iter, print_freq, progress)
     snapshots = Snapshots(model, optimizer, output_dir, seed, config, checkpoint_extra, last=resumed_from,
-                          keep=keep_checkpoints, best=best)
+                          keep=keep_checkpoints, best=best, scaler=scaler)
     end_iter = max_iters if stop_after is None else min(max_iters, start_iter + stop_after)
     iteration, loss_value = start_iter, float("nan")
     log.line(f"{'resumed from ' + str(resumed_from) + ' at' if start_iter else 'started at'} iteration "
@@ -299,9 +313,13 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
             t_step = time.time()
             lr = poly_lr(base_lr, iteration, max_iters, power, min_lr)
             loss_value, parts = train_step(model, criterion, optimizer, image, label, lr,
-                                           iteration_seed(seed, iteration))
+                                           iteration_seed(seed, iteration), scaler)
             iteration += 1
-            if not math.isfinite(loss_value):
+            if scaler is not None and scaler.skipped_in_a_row >= AMP_PATIENCE:
+                raise TrainingStopped(f"float16 overflow: {AMP_PATIENCE} steps in a row had non-finite gradients "
+                                      f"(loss scale now {scaler.scale:g}) at iteration {iteration}. "
+                                      f"{snapshots.advice(base_lr)}, or train without --amp")
+            if not math.isfinite(loss_value) and scaler is None:
                 log.event(iteration, "non-finite loss", loss=loss_value, lr=lr)
                 raise TrainingStopped(f"loss is {loss_value} at iteration {iteration} (lr {lr:.3g}); stopping. "
                                       f"{snapshots.advice(base_lr)} (or check the data)")

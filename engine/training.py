@@ -18,6 +18,7 @@ from jittor import nn
 
 from datasets import build_dataset, get_preset
 from engine import dist, run_folder
+from engine.amp import GradScaler
 from engine.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_into, set_rng_state
 from engine.compat import materialize
 from engine.config import given_options, merge_resume_config, resolve_train_config
@@ -156,9 +157,12 @@ def run(options: Mapping[str, Any]) -> dict:
                                  ccl_weights=cfg["ccl_weights"], ccl_deltas=cfg["ccl_deltas"])
     optimizer = build_optimizer(model, cfg["opt"], cfg["lr"], cfg["momentum"], cfg["weight_decay"],
                                 cfg["head_lr_mult"])
+    scaler = GradScaler() if cfg["amp"] else None
     start_iter = 0
     if checkpoint is not None:
         load_optimizer_state(optimizer, checkpoint["optimizer"])
+        if scaler is not None and checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
         set_rng_state(checkpoint.get("rng", {}))
         start_iter = int(checkpoint["iter"])
         if start_iter >= cfg["iters"]:
@@ -186,7 +190,7 @@ def run(options: Mapping[str, Any]) -> dict:
         print_freq=cfg["print_freq"], config=cfg, progress=not cfg["no_progress"], stop_after=cfg["stop_after"],
         checkpoint_extra={"model_name": cfg["model"], "num_classes": preset.num_classes,
                           "dataset": cfg["dataset"]}, resumed_from=cfg.get("resume"),
-        keep_checkpoints=cfg["keep_checkpoints"], best=(checkpoint or {}).get("best"))
+        keep_checkpoints=cfg["keep_checkpoints"], best=(checkpoint or {}).get("best"), scaler=scaler)
     if jt.in_mpi:
         diff = dist.params_in_sync(model)
         result["rank_max_abs_diff"] = diff

@@ -28,6 +28,7 @@ import jittor as jt
 from jittor import nn
 
 from engine.compat import reindex
+from models.precision import Conv2d, float16_enabled, float32
 
 __all__ = ["ca_weight", "ca_map", "criss_cross_attention", "CrissCrossAttention", "IMPLS"]
 
@@ -212,12 +213,17 @@ def criss_cross_attention(query: jt.Var, key: jt.Var, value: jt.Var, impl: str =
     if value.ndim != 4 or value.shape[0] != query.shape[0] or value.shape[2:] != query.shape[2:]:
         raise ValueError(f"value must be [B, C, H, W] with the batch size and spatial size of query "
                          f"{list(query.shape)}, got {list(value.shape)}")
-    if value.dtype != query.dtype:
-        raise TypeError(f"query and value must have the same dtype, got {query.dtype} and {value.dtype}")
+    # Mixed precision (models.precision): the energies and their softmax in float32 (no 1/sqrt(d)
+    # scaling: float16 overflows); the aggregation in float16 only on the GPU (the CPU kernel has
+    # none); the result in the value's type, so that float16 never leaves the op.
+    dtype = value.dtype
+    query, key, value = float32(query), float32(key), float32(value)
     if impl == "reference":
-        return _criss_cross_attention_reference(query, key, value)
+        return _criss_cross_attention_reference(query, key, value).cast(dtype)
     attention = nn.softmax(ca_weight(query, key), dim=1)
-    return ca_map(attention, value)
+    if jt.flags.use_cuda and (float16_enabled() or str(dtype) == "float16"):
+        attention, value = attention.float16(), value.float16()
+    return ca_map(attention, value).cast(dtype)
 
 
 class CrissCrossAttention(nn.Module):
@@ -234,9 +240,9 @@ class CrissCrossAttention(nn.Module):
             raise ValueError(f"in_channels must be at least 8 (query/key use in_channels // 8), got {in_channels}")
         _check_impl(impl)
         self.impl = impl
-        self.query_conv = nn.Conv2d(in_channels, in_channels // 8, 1)
-        self.key_conv = nn.Conv2d(in_channels, in_channels // 8, 1)
-        self.value_conv = nn.Conv2d(in_channels, in_channels, 1)
+        self.query_conv = Conv2d(in_channels, in_channels // 8, 1)
+        self.key_conv = Conv2d(in_channels, in_channels // 8, 1)
+        self.value_conv = Conv2d(in_channels, in_channels, 1)
         self.gamma = jt.zeros((1,))
 
     def execute(self, x: jt.Var) -> jt.Var:

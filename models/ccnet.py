@@ -50,6 +50,7 @@ from jittor import nn
 from engine.compat import ChannelDropout, materialize
 from models.cca import CrissCrossAttention, ca_map, ca_weight
 from models.input_norm import InputNorm
+from models.precision import BatchNorm, Conv2d
 
 __all__ = ["ACTIVATIONS", "BNAct", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
 
@@ -67,7 +68,7 @@ def _check_activation(activation: str) -> None:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
-class BNAct(nn.BatchNorm):
+class BNAct(BatchNorm):
     """BatchNorm followed by an activation, as one module (InPlace-ABN).
 
     Holds exactly the BatchNorm parameters (``weight``, ``bias``,
@@ -91,7 +92,7 @@ class BNAct(nn.BatchNorm):
 
 def _conv_bn_act(in_channels: int, out_channels: int, activation: str, kernel_size: int = 3,
                  bias: bool = False) -> list[nn.Module]:
-    return [nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
+    return [Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
             BNAct(out_channels, activation)]
 
 
@@ -121,7 +122,7 @@ class RCCAModule(nn.Module):
         self.bottleneck = nn.Sequential(
             *_conv_bn_act(in_channels + channels, channels, activation),
             ChannelDropout(dropout),
-            nn.Conv2d(channels, num_classes, 1, bias=True),
+            Conv2d(channels, num_classes, 1, bias=True),
         )
 
     def execute(self, x: jt.Var, recurrence: int = 2, return_feature: bool = False):
@@ -157,7 +158,7 @@ class FCNAuxHead(nn.Sequential):
         super().__init__(
             *_conv_bn_act(in_channels, channels, activation, bias=bias),
             ChannelDropout(dropout),
-            nn.Conv2d(channels, num_classes, 1, bias=True),
+            Conv2d(channels, num_classes, 1, bias=True),
         )
 
 
@@ -245,7 +246,7 @@ class CCNet(nn.Module):
                     if aux_channels else None)
         if ccl_dim is not None and ccl_dim < 1:
             raise ValueError(f"ccl_dim must be a positive number of channels, got {ccl_dim}")
-        self.head_ccl = nn.Conv2d(channels, int(ccl_dim), 1) if ccl_dim else None
+        self.head_ccl = Conv2d(channels, int(ccl_dim), 1) if ccl_dim else None
 
     @property
     def recurrence(self) -> int:

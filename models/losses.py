@@ -43,6 +43,7 @@ from jittor import nn
 
 from engine.compat import matmul_per_image
 from engine.dist import all_gather, all_reduce_sum
+from models.precision import float32
 
 __all__ = ["SegmentationLoss", "AUX_WEIGHT", "OHEM_THRESH", "OHEM_MIN_KEPT", "CCL_WEIGHTS", "CCL_DELTAS", "CCL_DIM",
            "log_softmax", "pixel_nll", "ohem_keep_mask", "zoom_size", "zoom_nearest_index", "zoom_linear_weights",
@@ -309,6 +310,8 @@ class SegmentationLoss(nn.Module):
             feature = outputs[2] if len(outputs) > 2 else None
         else:
             main, aux, feature = outputs, None, None
+        # the losses in float32 (models.precision)
+        main, aux, feature = (None if t is None else float32(t) for t in (main, aux, feature))
         if self.ccl and feature is None:
             raise ValueError("the category consistent loss needs the model's projected RCCA feature: build the "
                              "model with ccl_dim (train.py --ccl does)")

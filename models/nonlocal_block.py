@@ -26,6 +26,7 @@ import jittor as jt
 from jittor import nn
 
 from engine.compat import matmul_per_image
+from models.precision import Conv2d, compute, float32
 
 __all__ = ["NonLocalBlock"]
 
@@ -42,10 +43,10 @@ class NonLocalBlock(nn.Module):
             raise ValueError(f"key_channels and value_channels must be positive, got "
                              f"{key_channels} and {value_channels} (in_channels={in_channels})")
         self.in_channels, self.key_channels, self.value_channels = in_channels, key_channels, value_channels
-        self.theta = nn.Conv2d(in_channels, key_channels, 1)
-        self.phi = nn.Conv2d(in_channels, key_channels, 1)
-        self.g = nn.Conv2d(in_channels, value_channels, 1)
-        self.out_conv = nn.Conv2d(value_channels, in_channels, 1) if value_channels != in_channels else None
+        self.theta = Conv2d(in_channels, key_channels, 1)
+        self.phi = Conv2d(in_channels, key_channels, 1)
+        self.g = Conv2d(in_channels, value_channels, 1)
+        self.out_conv = Conv2d(value_channels, in_channels, 1) if value_channels != in_channels else None
         self.gamma = jt.zeros((1,))
 
     def attention(self, x: jt.Var) -> jt.Var:
@@ -53,13 +54,14 @@ class NonLocalBlock(nn.Module):
         B, _, H, W = x.shape
         theta = self.theta(x).reshape(B, self.key_channels, H * W)   # [B, Ck, N]
         phi = self.phi(x).reshape(B, self.key_channels, H * W)       # [B, Ck, N]
-        return nn.softmax(matmul_per_image(theta.transpose(0, 2, 1), phi), dim=2)
+        # energies and softmax in float32 (models.precision): without scaling, float16 overflows
+        return nn.softmax(matmul_per_image(float32(theta).transpose(0, 2, 1), float32(phi)), dim=2)
 
     def execute(self, x: jt.Var) -> jt.Var:
         B, _, H, W = x.shape
         g = self.g(x).reshape(B, self.value_channels, H * W)          # [B, Cv, N]
-        y = matmul_per_image(g, self.attention(x).transpose(0, 2, 1))  # [B, Cv, N(i)]
-        y = y.reshape(B, self.value_channels, H, W)
+        y = matmul_per_image(compute(g), compute(self.attention(x)).transpose(0, 2, 1))  # [B, Cv, N(i)]
+        y = float32(y).reshape(B, self.value_channels, H, W)
         if self.out_conv is not None:
             y = self.out_conv(y)
         return self.gamma * y + x

@@ -37,6 +37,7 @@ import jittor as jt
 from jittor import nn
 
 from models.input_norm import CAFFE_BGR, IMAGENET_RGB, InputNorm
+from models.precision import BatchNorm, Conv2d
 from models.weights import load_state_dict_strict
 
 __all__ = [
@@ -68,13 +69,13 @@ STEM_CEIL_MODE: dict[str, bool] = {"deep": True, "v1c": False, "torchvision": Fa
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
     """3x3 convolution without bias, padding = dilation (keeps the size at stride 1)."""
-    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation,
+    return Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation,
                      dilation=dilation, bias=False)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     """1x1 convolution without bias."""
-    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+    return Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
 class Bottleneck(nn.Module):
@@ -86,11 +87,11 @@ class Bottleneck(nn.Module):
                  downsample: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm(planes)
+        self.bn1 = BatchNorm(planes)
         self.conv2 = conv3x3(planes, planes, stride, dilation)
-        self.bn2 = nn.BatchNorm(planes)
+        self.bn2 = BatchNorm(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.bn3 = nn.BatchNorm(planes * self.expansion)
+        self.bn3 = BatchNorm(planes * self.expansion)
         self.relu = nn.ReLU()
         self.downsample = downsample
         self.stride = stride
@@ -148,22 +149,22 @@ class ResNet(nn.Module):
 
         if stem == "deep":
             self.conv1 = conv3x3(3, 64, stride=2)
-            self.bn1 = nn.BatchNorm(64)
+            self.bn1 = BatchNorm(64)
             self.conv2 = conv3x3(64, 64)
-            self.bn2 = nn.BatchNorm(64)
+            self.bn2 = BatchNorm(64)
             self.conv3 = conv3x3(64, 128)
-            self.bn3 = nn.BatchNorm(128)
+            self.bn3 = BatchNorm(128)
             self.inplanes = 128
         elif stem == "v1c":
             self.stem = nn.Sequential(
-                conv3x3(3, 32, stride=2), nn.BatchNorm(32), nn.ReLU(),
-                conv3x3(32, 32), nn.BatchNorm(32), nn.ReLU(),
-                conv3x3(32, 64), nn.BatchNorm(64), nn.ReLU(),
+                conv3x3(3, 32, stride=2), BatchNorm(32), nn.ReLU(),
+                conv3x3(32, 32), BatchNorm(32), nn.ReLU(),
+                conv3x3(32, 64), BatchNorm(64), nn.ReLU(),
             )
             self.inplanes = 64
         else:  # torchvision
-            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-            self.bn1 = nn.BatchNorm(64)
+            self.conv1 = Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.bn1 = BatchNorm(64)
             self.inplanes = 64
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=ceil_mode)
@@ -188,7 +189,7 @@ class ResNet(nn.Module):
         if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
             downsample = nn.Sequential(
                 conv1x1(self.inplanes, planes * Bottleneck.expansion, stride),
-                nn.BatchNorm(planes * Bottleneck.expansion),
+                BatchNorm(planes * Bottleneck.expansion),
             )
         layers = []
         for i in range(blocks):

@@ -22,6 +22,7 @@ import jittor as jt
 from jittor import nn
 
 from models.input_norm import IMAGENET_RGB, InputNorm
+from models.precision import BatchNorm, Conv2d, float32
 from models.weights import load_state_dict_strict
 
 __all__ = [
@@ -88,6 +89,7 @@ class LayerNorm2d(nn.Module):
         self.bias = jt.init.constant((num_channels,), "float32", 0.0)
 
     def execute(self, x: jt.Var) -> jt.Var:
+        x = float32(x)  # statistics in float32 (models.precision)
         mean = x.mean(dim=1, keepdims=True)
         xc = x - mean
         var = (xc * xc).mean(dim=1, keepdims=True)
@@ -100,7 +102,7 @@ class DWConv(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=True)
+        self.dwconv = Conv2d(dim, dim, 3, padding=1, groups=dim, bias=True)
 
     def execute(self, x: jt.Var) -> jt.Var:
         return self.dwconv(x)
@@ -111,10 +113,10 @@ class Mlp(nn.Module):
 
     def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
+        self.fc1 = Conv2d(in_features, hidden_features, 1)
         self.dwconv = DWConv(hidden_features)
         self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden_features, in_features, 1)
+        self.fc2 = Conv2d(hidden_features, in_features, 1)
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def execute(self, x: jt.Var) -> jt.Var:
@@ -128,9 +130,9 @@ class LKA(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.conv0 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
-        self.conv_spatial = nn.Conv2d(dim, dim, 7, stride=1, padding=9, groups=dim, dilation=3)
-        self.conv1 = nn.Conv2d(dim, dim, 1)
+        self.conv0 = Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.conv_spatial = Conv2d(dim, dim, 7, stride=1, padding=9, groups=dim, dilation=3)
+        self.conv1 = Conv2d(dim, dim, 1)
 
     def execute(self, x: jt.Var) -> jt.Var:
         attn = self.conv1(self.conv_spatial(self.conv0(x)))
@@ -142,10 +144,10 @@ class Attention(nn.Module):
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
-        self.proj_1 = nn.Conv2d(d_model, d_model, 1)
+        self.proj_1 = Conv2d(d_model, d_model, 1)
         self.activation = nn.GELU()
         self.spatial_gating_unit = LKA(d_model)
-        self.proj_2 = nn.Conv2d(d_model, d_model, 1)
+        self.proj_2 = Conv2d(d_model, d_model, 1)
 
     def execute(self, x: jt.Var) -> jt.Var:
         shortcut = x
@@ -159,10 +161,10 @@ class Block(nn.Module):
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = 1e-2) -> None:
         super().__init__()
-        self.norm1 = nn.BatchNorm(dim)
+        self.norm1 = BatchNorm(dim)
         self.attn = Attention(dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.BatchNorm(dim)
+        self.norm2 = BatchNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.layer_scale_1 = jt.init.constant((dim,), "float32", layer_scale_init_value)
         self.layer_scale_2 = jt.init.constant((dim,), "float32", layer_scale_init_value)
@@ -178,8 +180,8 @@ class OverlapPatchEmbed(nn.Module):
 
     def __init__(self, patch_size: int = 7, stride: int = 4, in_chans: int = 3, embed_dim: int = 768) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=stride, padding=patch_size // 2)
-        self.norm = nn.BatchNorm(embed_dim)
+        self.proj = Conv2d(in_chans, embed_dim, patch_size, stride=stride, padding=patch_size // 2)
+        self.norm = BatchNorm(embed_dim)
 
     def execute(self, x: jt.Var) -> jt.Var:
         return self.norm(self.proj(x))

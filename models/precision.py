@@ -1,0 +1,72 @@
+"""Mixed precision: float16 where it is safe, float32 where it is not.
+
+Jittor 1.3.11 has no autocast: its ``amp_level`` flag never makes a float32
+model compute in float16. So the models' layers choose their precision from
+one switch (:func:`set_float16`, set by ``engine.amp`` for ``--amp``):
+
+* :class:`Conv2d` computes in float16 (input and a float16 copy of the
+  float32 master weight; the gradient flows back to the master weight) and
+  hands on float32;
+* :class:`BatchNorm` (statistics and normalisation), layer norms, softmax,
+  the losses and the criss-cross energies stay in float32: reductions and
+  exponentials overflow or lose too much in float16, and the criss-cross
+  energies have no 1/sqrt(d) scaling;
+* the criss-cross aggregation and the non-local block's products run in
+  float16 on the GPU, and hand on float32.
+
+float16 never leaves the layer that computes in it. That keeps every
+gradient in its tensor's type: in Jittor 1.3.11 the gradient of a binary op
+takes the type of its result, so a float16 output meeting a float32 tensor
+downstream would get a float32 gradient, which the convolution backward
+(oneDNN, cuDNN) refuses next to a float16 weight. The casts are elementwise
+and fuse into the neighbouring ops.
+
+With the switch off (the default) every layer is exactly Jittor's.
+"""
+from __future__ import annotations
+
+import jittor_env  # noqa: F401  (before jittor)
+import jittor as jt
+from jittor import nn
+
+__all__ = ["set_float16", "float16_enabled", "compute", "float32", "Conv2d", "BatchNorm"]
+
+_FLOAT16 = [False]
+
+
+def set_float16(enabled: bool) -> None:
+    """Turn float16 compute on or off for every layer of this module (process-wide)."""
+    _FLOAT16[0] = bool(enabled)
+
+
+def float16_enabled() -> bool:
+    return _FLOAT16[0]
+
+
+def compute(x: jt.Var) -> jt.Var:
+    """``x`` in the compute type: float16 when the switch is on, else unchanged."""
+    return x.float16() if _FLOAT16[0] and str(x.dtype) == "float32" else x
+
+
+def float32(x: jt.Var) -> jt.Var:
+    """``x`` in float32 (a no-op for float32 and float64)."""
+    return x.float32() if str(x.dtype) == "float16" else x
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` that computes in float16 when the switch is on (weights stay float32 masters)."""
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        if not _FLOAT16[0]:
+            return super().execute(x)
+        bias = None if self.bias is None else self.bias.float16()
+        y = nn.conv2d(compute(x), self.weight.float16(), bias, self.stride, self.padding, self.dilation,
+                      self.groups)
+        return y.float32()
+
+
+class BatchNorm(nn.BatchNorm):
+    """``nn.BatchNorm`` on a float32 copy of a float16 input (statistics and running averages in float32)."""
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        return super().execute(float32(x))
