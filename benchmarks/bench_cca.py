@@ -28,13 +28,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
-from bench_common import cca_inputs, rss_kb, run_worker, torch_bmm, torch_einsum, write_record
+from bench_common import cca_inputs, cpu_model, rss_kb, run_worker, torch_bmm, torch_einsum, write_record
 IMPLS = ("jittor-kernel", "jittor-reference", "torch-bmm", "torch-einsum")
 CHECK_SHAPE = (2, 16, 5, 7)
 
@@ -158,7 +157,7 @@ def main(argv=None) -> int:
     if args.json:
         info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "shape": args.shape, "warmup": args.warmup, "repeat": args.repeat,
-                "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                "machine": cpu_model(), "cpu_count": os.cpu_count(),
                 "results": [{k: v for k, v in r.items() if k != "check"} for r in rows.values()]}
         write_record(args.json, info)
     return 0

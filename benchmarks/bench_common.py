@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ if ROOT not in sys.path:
 
 from pretrained.io import write_json  # noqa: E402  (after the path)
 
-__all__ = ["ROOT", "rss_kb", "write_record", "run_worker", "cca_inputs", "torch_bmm", "torch_einsum"]
+__all__ = ["ROOT", "rss_kb", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm", "torch_einsum"]
 
 
 def rss_kb(field: str) -> int:
@@ -26,6 +27,18 @@ def rss_kb(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for the records."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_record(path: str, record: dict) -> None:

@@ -50,12 +50,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
-from bench_common import rss_kb, run_worker, write_record
+from bench_common import cpu_model, rss_kb, run_worker, write_record
 
 BLOCKS = ("rcca", "nonlocal", "nonlocal-wang")
 MODES = ("fwd", "fwd+bwd")
@@ -282,7 +281,7 @@ def main(argv=None) -> int:
         info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "device": args.device, "impl": args.impl, "recurrence": args.recurrence,
                 "warmup": args.warmup, "repeat": args.repeat,
-                "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                "machine": cpu_model(), "cpu_count": os.cpu_count(),
                 "load_average": os.getloadavg(),
                 "paper": {"flop_reduction": PAPER_FLOP_REDUCTION, "memory_ratio": PAPER_MEMORY_RATIO,
                           "author_rcca_gflops_1x512x97x97": AUTHOR_RCCA_GFLOPS},

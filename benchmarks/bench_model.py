@@ -31,13 +31,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
-from bench_common import rss_kb, run_worker, write_record
+from bench_common import cpu_model, rss_kb, run_worker, write_record
 
 DEFAULT_MODELS = ("ccnet_resnet50", "ccnet_resnet101", "ccnet_resnet50_mmseg", "ccnet_resnet101_mmseg",
                   "ccnet_van_b0", "ccnet_van_b1", "ccnet_van_b2", "ccnet_van_b3")
@@ -57,17 +56,6 @@ def _use_device(device: str) -> None:
     if device == "cuda" and not jt.has_cuda:
         raise ValueError("--device cuda: Jittor found no CUDA GPU on this machine; run with --device cpu")
     jt.flags.use_cuda = 1 if device == "cuda" else 0
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _gpu_name() -> str | None:
@@ -251,7 +239,7 @@ def run(args) -> int:
     if args.json:
         record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "device": args.device, "gpu": _gpu_name() if args.device == "cuda" else None,
-                  "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+                  "cpu": cpu_model(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
                   "jittor": jt.__version__, "num_classes": NUM_CLASSES,
                   "sizes": {"infer": args.size, "train": args.train_size, "batch": args.batch,
                             "reduced": reduced},

@@ -253,16 +253,21 @@ def train_step(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimi
     The loss is the mean over all processes (every rank sees the same value,
     the same NaN included); the parts are this rank's. With a ``scaler``
     (mixed precision) the update goes through it and may be skipped
-    (``parts["amp_skipped"]`` is then 1).
+    (``parts["amp_skipped"]`` is then 1). The step ends with one
+    synchronisation: forward, backward, update and the logged values run as
+    one Jittor execution, and only then are the values read.
     """
     set_lr(optimizer, lr)
     jt.set_seed(seed)
     loss, parts = criterion(model(image), label)
+    extra = {}
     if scaler is None:
         optimizer.step(loss)
     else:
-        parts = dict(parts, amp_scale=scaler.scale, amp_skipped=float(not scaler.step(optimizer, loss)))
-    return float(all_reduce_mean(loss.detach()).item()), parts
+        extra = dict(amp_scale=scaler.scale, amp_skipped=float(not scaler.step(optimizer, loss)))
+    mean_loss = all_reduce_mean(loss.detach())
+    jt.sync_all()
+    return float(mean_loss.item()), dict(parts, **extra)
 
 
 def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, train_set,

@@ -25,7 +25,7 @@ backbone under ``backbone.``)::
 
 The official code uses InPlace-ABN, one module holding the BatchNorm
 parameters and the activation (leaky ReLU, slope 0.01); :class:`BNAct` is
-that module, so index 1 of each ``nn.Sequential`` carries both. mmsegmentation
+that module (``models.batchnorm``), so index 1 of each ``nn.Sequential`` carries both. mmsegmentation
 uses ReLU, a 256-channel auxiliary conv without bias, and the same structure
 under other names (``decode_head.convs.0.conv`` = ``head.conva.0`` ...; see
 ``pretrained/convert_ccnet.py``).
@@ -48,46 +48,14 @@ import jittor as jt
 from jittor import nn
 
 from engine.compat import ChannelDropout, materialize
+from models.batchnorm import BNAct, check_activation
 from models.cca import CrissCrossAttention, ca_map, ca_weight
 from models.input_norm import InputNorm
-from models.precision import BatchNorm, Conv2d
+from models.precision import Conv2d
 
-__all__ = ["ACTIVATIONS", "BNAct", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
-
-#: Supported head activations: the official InPlace-ABN default and mmsegmentation's.
-ACTIVATIONS = ("leaky_relu", "relu")
-
-#: Negative slope of the official leaky ReLU (InPlace-ABN default).
-LEAKY_SLOPE = 0.01
+__all__ = ["RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
 
 MAX_RECURRENCE = 3
-
-
-def _check_activation(activation: str) -> None:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-
-
-class BNAct(BatchNorm):
-    """BatchNorm followed by an activation, as one module (InPlace-ABN).
-
-    Holds exactly the BatchNorm parameters (``weight``, ``bias``,
-    ``running_mean``, ``running_var``), so the official ``...1.weight`` keys load
-    directly. ``activation`` is ``"leaky_relu"`` (slope 0.01) or ``"relu"``.
-    """
-
-    def __init__(self, num_features: int, activation: str = "leaky_relu", slope: float = LEAKY_SLOPE,
-                 eps: float = 1e-5, momentum: float = 0.1) -> None:
-        super().__init__(num_features, eps=eps, momentum=momentum)
-        _check_activation(activation)
-        self.activation = activation
-        self.slope = float(slope)
-
-    def execute(self, x: jt.Var) -> jt.Var:
-        x = super().execute(x)
-        if self.activation == "relu":
-            return nn.relu(x)
-        return nn.leaky_relu(x, self.slope)
 
 
 def _conv_bn_act(in_channels: int, out_channels: int, activation: str, kernel_size: int = 3,
@@ -219,7 +187,7 @@ class CCNet(nn.Module):
                  align_corners: bool = True, neck_channels: Optional[int] = None, aux_index: int = 2,
                  dropout: float = 0.1, cca_impl: str = "kernel", ccl_dim: Optional[int] = None) -> None:
         super().__init__()
-        _check_activation(activation)
+        check_activation(activation)
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.backbone = backbone

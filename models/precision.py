@@ -7,7 +7,7 @@ one switch (:func:`set_float16`, set by ``engine.amp`` for ``--amp``):
 * :class:`Conv2d` computes in float16 (input and a float16 copy of the
   float32 master weight; the gradient flows back to the master weight) and
   hands on float32;
-* :class:`BatchNorm` (statistics and normalisation), layer norms, softmax,
+* BatchNorm (``models.batchnorm``: statistics and normalisation), layer norms, softmax,
   the losses and the criss-cross energies stay in float32: reductions and
   exponentials overflow or lose too much in float16, and the criss-cross
   energies have no 1/sqrt(d) scaling;
@@ -29,7 +29,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-__all__ = ["set_float16", "float16_enabled", "compute", "float32", "Conv2d", "BatchNorm"]
+__all__ = ["set_float16", "float16_enabled", "compute", "float32", "Conv2d"]
 
 _FLOAT16 = [False]
 
@@ -63,10 +63,3 @@ class Conv2d(nn.Conv2d):
         y = nn.conv2d(compute(x), self.weight.float16(), bias, self.stride, self.padding, self.dilation,
                       self.groups)
         return y.float32()
-
-
-class BatchNorm(nn.BatchNorm):
-    """``nn.BatchNorm`` on a float32 copy of a float16 input (statistics and running averages in float32)."""
-
-    def execute(self, x: jt.Var) -> jt.Var:
-        return super().execute(float32(x))

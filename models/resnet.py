@@ -37,7 +37,8 @@ import jittor as jt
 from jittor import nn
 
 from models.input_norm import CAFFE_BGR, IMAGENET_RGB, InputNorm
-from models.precision import BatchNorm, Conv2d
+from models.batchnorm import BatchNorm, BNAct
+from models.precision import Conv2d
 from models.weights import load_state_dict_strict
 
 __all__ = [
@@ -69,8 +70,7 @@ STEM_CEIL_MODE: dict[str, bool] = {"deep": True, "v1c": False, "torchvision": Fa
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
     """3x3 convolution without bias, padding = dilation (keeps the size at stride 1)."""
-    return Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation,
-                     dilation=dilation, bias=False)
+    return Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -79,7 +79,11 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class Bottleneck(nn.Module):
-    """ResNet bottleneck (1x1 -> 3x3 -> 1x1, expansion 4), stride on the 3x3 conv."""
+    """ResNet bottleneck (1x1 -> 3x3 -> 1x1, expansion 4), stride on the 3x3 conv.
+
+    Each BatchNorm carries the ReLU after it (``models.batchnorm.BNAct``), the
+    last one after the residual add: ``relu(bn3(conv3) + identity)``.
+    """
 
     expansion = 4
 
@@ -87,22 +91,20 @@ class Bottleneck(nn.Module):
                  downsample: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = BatchNorm(planes)
+        self.bn1 = BNAct(planes, "relu")
         self.conv2 = conv3x3(planes, planes, stride, dilation)
-        self.bn2 = BatchNorm(planes)
+        self.bn2 = BNAct(planes, "relu")
         self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.bn3 = BatchNorm(planes * self.expansion)
-        self.relu = nn.ReLU()
+        self.bn3 = BNAct(planes * self.expansion, "relu")  # ReLU(BN(conv3) + identity)
         self.downsample = downsample
         self.stride = stride
         self.dilation = dilation
 
     def execute(self, x: jt.Var) -> jt.Var:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out = self.bn1(self.conv1(x))
+        out = self.bn2(self.conv2(out))
+        return self.bn3(self.conv3(out), identity)
 
 
 def _stage_geometry(output_stride: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -149,24 +151,24 @@ class ResNet(nn.Module):
 
         if stem == "deep":
             self.conv1 = conv3x3(3, 64, stride=2)
-            self.bn1 = BatchNorm(64)
+            self.bn1 = BNAct(64, "relu")
             self.conv2 = conv3x3(64, 64)
-            self.bn2 = BatchNorm(64)
+            self.bn2 = BNAct(64, "relu")
             self.conv3 = conv3x3(64, 128)
-            self.bn3 = BatchNorm(128)
+            self.bn3 = BNAct(128, "relu")
             self.inplanes = 128
         elif stem == "v1c":
+            # mmseg's indices: stem.0/1, stem.3/4, stem.6/7 (its ReLUs at 2, 5, 8 are inside BNAct here)
             self.stem = nn.Sequential(
-                conv3x3(3, 32, stride=2), BatchNorm(32), nn.ReLU(),
-                conv3x3(32, 32), BatchNorm(32), nn.ReLU(),
-                conv3x3(32, 64), BatchNorm(64), nn.ReLU(),
+                conv3x3(3, 32, stride=2), BNAct(32, "relu"), nn.Identity(),
+                conv3x3(32, 32), BNAct(32, "relu"), nn.Identity(),
+                conv3x3(32, 64), BNAct(64, "relu"), nn.Identity(),
             )
             self.inplanes = 64
         else:  # torchvision
             self.conv1 = Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-            self.bn1 = BatchNorm(64)
+            self.bn1 = BNAct(64, "relu")
             self.inplanes = 64
-        self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=ceil_mode)
 
         grids = [(1,), (1,), (1,), multi_grid]
@@ -213,13 +215,13 @@ class ResNet(nn.Module):
     def forward_stem(self, x: jt.Var) -> jt.Var:
         """Stem and max-pool: stride 4."""
         if self.stem_type == "deep":
-            x = self.relu(self.bn1(self.conv1(x)))
-            x = self.relu(self.bn2(self.conv2(x)))
-            x = self.relu(self.bn3(self.conv3(x)))
+            x = self.bn1(self.conv1(x))
+            x = self.bn2(self.conv2(x))
+            x = self.bn3(self.conv3(x))
         elif self.stem_type == "v1c":
             x = self.stem(x)
         else:
-            x = self.relu(self.bn1(self.conv1(x)))
+            x = self.bn1(self.conv1(x))
         return self.maxpool(x)
 
     def execute(self, x: jt.Var) -> list[jt.Var]:

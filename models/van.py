@@ -22,7 +22,8 @@ import jittor as jt
 from jittor import nn
 
 from models.input_norm import IMAGENET_RGB, InputNorm
-from models.precision import BatchNorm, Conv2d, float32
+from models.batchnorm import BatchNorm
+from models.precision import Conv2d, float32
 from models.weights import load_state_dict_strict
 
 __all__ = [

@@ -7,3 +7,15 @@ for path in (ROOT, os.path.join(ROOT, "benchmarks")):  # the library, and the be
         sys.path.insert(0, path)
 
 import jittor_env  # noqa: E402,F401  (before jittor)
+
+import jittor as jt  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def float64():
+    """Jittor keeps float64 arrays float64 (its default converts them to float32) for the test's duration."""
+    old = jt.flags.auto_convert_64_to_32
+    jt.flags.auto_convert_64_to_32 = 0
+    yield
+    jt.flags.auto_convert_64_to_32 = old

@@ -16,7 +16,8 @@ from engine.amp import GradScaler
 from engine.checkpoint import load_checkpoint
 from models import build_model
 from models.losses import SegmentationLoss
-from models.precision import BatchNorm, Conv2d, set_float16
+from models.batchnorm import BatchNorm
+from models.precision import Conv2d, set_float16
 from seg_fixtures import train_args, write_blocks_dataset
 
 TINY = dict(backbone_kwargs={"embed_dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]},

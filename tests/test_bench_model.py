@@ -49,3 +49,54 @@ def test_refusals(tmp_path):
         result = bench("--models", "ccnet_demo", "--device", "cuda")
         assert result.returncode == 2 and "error: --device cuda: Jittor found no CUDA GPU" in result.stderr
         assert result.stderr.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- against PyTorch
+
+torch = pytest.importorskip("torch", reason="bench_model_vs_torch compares with the PyTorch CPU build")
+
+
+@pytest.mark.parametrize("preset,overrides", [
+    ("ccnet_demo", {"backbone_kwargs": {"drop_path_rate": 0.0}}),
+    ("ccnet_resnet50_mmseg", {}),       # v1c stem, ReLU, BN + residual + ReLU in every block
+])
+def test_the_pytorch_mirror_computes_the_same_network(preset, overrides):
+    import numpy as np
+    import torch_mirror
+    from engine.compat import materialize
+    jt.set_global_seed(0)
+    model = build_model(preset, 7, **overrides)
+    materialize(model.state_dict().values())
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    for k in state:
+        if k.endswith("gamma"):
+            state[k] = np.full_like(state[k], 0.5)   # the attention branch counts
+    model.load_parameters(state)
+    mirror = torch_mirror.build(json.loads(json.dumps(torch_mirror.describe(model))))  # plain data in between
+    torch_mirror.load_weights(mirror, state)
+    assert set(mirror.state_dict()) - set(state) <= {k for k in mirror.state_dict() if "num_batches" in k}
+    x = np.random.default_rng(0).standard_normal((1, 3, 65, 65)).astype(np.float32)
+    model.eval()
+    mirror.eval()
+    with jt.no_grad(), torch.no_grad():
+        ours, theirs = model(jt.array(x)).numpy(), mirror(torch.from_numpy(x)).numpy()
+    assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(ours).max()
+
+
+def test_versus_pytorch_end_to_end(tmp_path):
+    out = tmp_path / "vs.json"
+    script = os.path.join(ROOT, "benchmarks", "bench_model_vs_torch.py")
+    args = ["--models", "ccnet_demo", "--train-size", 64, 64, "--eval-size", 64, 64, "--warmup", 0, "--repeat", 1,
+            "--json", out]
+    result = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    rows = {r["mode"]: r for r in record["results"]}
+    assert set(rows) == {"train", "eval"}
+    for row in rows.values():
+        assert row["check_rel_err"] < 1e-4
+        for side in ("jittor", "torch"):
+            assert row[side]["ms"] > 0 and row[side]["peak_rss_mb"] >= row[side]["base_rss_mb"] > 0
+        assert row["time_ratio"] == pytest.approx(row["jittor"]["ms"] / row["torch"]["ms"])
+    assert "time ratio" in result.stdout

@@ -20,11 +20,8 @@ SHAPES = [(2, 3, 4, 5), (1, 5, 1, 6), (1, 3, 7, 1), (1, 2, 1, 1), (2, 9, 13, 20)
 
 
 @pytest.fixture(autouse=True)
-def keep_float64():
-    old = jt.flags.auto_convert_64_to_32
-    jt.flags.auto_convert_64_to_32 = 0
-    yield
-    jt.flags.auto_convert_64_to_32 = old
+def keep_float64(float64):
+    """Every test here may use float64 inputs (conftest's float64 fixture)."""
 
 
 def inputs(shape, seed=0, dtype=np.float64, value_channels=None):

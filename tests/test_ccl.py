@@ -48,14 +48,6 @@ def np_ccl(features, label, num_classes, ignore=255, dv=DV, dd=DD):
     return out.mean(0)
 
 
-@pytest.fixture
-def float64():
-    old = jt.flags.auto_convert_64_to_32
-    jt.flags.auto_convert_64_to_32 = 0
-    yield
-    jt.flags.auto_convert_64_to_32 = old
-
-
 def ours(features, label, num_classes, **kw):
     terms = category_consistent_loss(jt.array(features), jt.array(label.astype(np.int32)), num_classes, **kw)
     return np.array([float(t.item()) for t in terms])

@@ -12,7 +12,7 @@ from jittor import nn
 
 from engine.compat import ChannelDropout
 from models import MODEL_PRESETS, build_model
-from models.ccnet import BNAct
+from models.batchnorm import BNAct
 from models.losses import SegmentationLoss
 
 
