@@ -24,7 +24,7 @@ from PIL import Image
 
 from .loader import EpochLoader
 
-__all__ = ["Sample", "DatasetError", "SegmentationDataset", "read_image", "read_label_raw",
+__all__ = ["Sample", "DatasetError", "SegmentationDataset", "samples_from_id_list", "read_image", "read_label_raw",
            "require_dir", "pair_samples"]
 
 _INVALID = -1  # marks raw label values a dataset's lookup table does not accept
@@ -66,6 +66,38 @@ def pair_samples(images: dict[str, str], labels: dict[str, str] | None, where: s
         raise FileNotFoundError(f"{len(missing_image)} label(s) in {where} have no image, "
                                 f"e.g. {first!r} (sample {missing_image[0]!r})")
     return [Sample(k, images[k], labels[k]) for k in sorted(images)]
+
+
+def samples_from_id_list(list_path: str, image_dir: str, label_dir: str, what: str,
+                         one_field: bool = False) -> list[Sample]:
+    """Samples of an id list (one image id per line; ``<id>.jpg`` in ``image_dir``, ``<id>.png`` in ``label_dir``).
+
+    Blank lines are skipped; a repeated id, a missing image or label, or (with
+    ``one_field``) a line of more than one word is an error naming the line.
+    """
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    with open(list_path) as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if one_field and len(fields) > 1:
+                raise ValueError(f"{list_path}:{lineno}: expected one image id, got {line.strip()!r}")
+            sample_id = fields[0]
+            if sample_id in seen:
+                raise ValueError(f"{list_path}:{lineno}: id {sample_id!r} repeats line {seen[sample_id]}")
+            seen[sample_id] = lineno
+            image = os.path.join(image_dir, sample_id + ".jpg")
+            label = os.path.join(label_dir, sample_id + ".png")
+            if not os.path.isfile(image):
+                raise FileNotFoundError(f"{list_path}:{lineno}: image {image!r} does not exist")
+            if not os.path.isfile(label):
+                raise FileNotFoundError(f"{list_path}:{lineno}: image {image!r} has no label {label!r}")
+            samples.append(Sample(sample_id, image, label))
+    if not samples:
+        raise FileNotFoundError(f"{what} {list_path!r} has no entries")
+    return samples
 
 
 def read_image(path: str) -> np.ndarray:

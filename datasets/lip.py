@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .base import Sample, SegmentationDataset, make_lut, require_dir
+from .base import Sample, SegmentationDataset, make_lut, require_dir, samples_from_id_list
 
 __all__ = ["LIPDataset", "LAYOUT"]
 
@@ -48,28 +48,7 @@ class LIPDataset(SegmentationDataset):
         if list_path is None:
             raise FileNotFoundError(f"LIP id file of split {split!r} not found (looked for {candidates[0]!r} "
                                     f"and {candidates[1]!r}).\nExpected layout:\n{LAYOUT}")
-        samples: list[Sample] = []
-        seen: dict[str, int] = {}
-        with open(list_path) as f:
-            for lineno, line in enumerate(f, 1):
-                fields = line.split()
-                if not fields:
-                    continue
-                if len(fields) > 1:
-                    raise ValueError(f"{list_path}:{lineno}: expected one image id, got {line.strip()!r}")
-                sample_id = fields[0]
-                if sample_id in seen:
-                    raise ValueError(f"{list_path}:{lineno}: id {sample_id!r} repeats line {seen[sample_id]}")
-                seen[sample_id] = lineno
-                image = os.path.join(image_dir, sample_id + ".jpg")
-                label = os.path.join(label_dir, sample_id + ".png")
-                if not os.path.isfile(image):
-                    raise FileNotFoundError(f"{list_path}:{lineno}: image {image!r} does not exist")
-                if not os.path.isfile(label):
-                    raise FileNotFoundError(f"{list_path}:{lineno}: image {image!r} has no label {label!r}")
-                samples.append(Sample(sample_id, image, label))
-        if not samples:
-            raise FileNotFoundError(f"LIP id file {list_path!r} has no entries")
+        samples = samples_from_id_list(list_path, image_dir, label_dir, "LIP id file", one_field=True)
         self._lut = make_lut({**{k: k for k in range(self.NUM_CLASSES)}, 255: 255})
         super().__init__(samples, self.NUM_CLASSES, transform=transform, **kwargs)
 

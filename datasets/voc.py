@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .base import Sample, SegmentationDataset, make_lut, require_dir
+from .base import Sample, SegmentationDataset, make_lut, require_dir, samples_from_id_list
 
 __all__ = ["VOCDataset", "LAYOUT"]
 
@@ -56,22 +56,7 @@ class VOCDataset(SegmentationDataset):
         if list_path is None:
             raise FileNotFoundError(f"VOC split file {os.path.join(list_dir, split + '.txt')!r} not found.\n"
                                     f"Expected layout:\n{LAYOUT}")
-        samples = []
-        with open(list_path) as f:
-            for lineno, line in enumerate(f, 1):
-                fields = line.split()
-                if not fields:
-                    continue
-                sample_id = fields[0]
-                image = os.path.join(image_dir, sample_id + ".jpg")
-                label = os.path.join(label_dir, sample_id + ".png")
-                if not os.path.isfile(image):
-                    raise FileNotFoundError(f"{list_path}:{lineno}: image {image!r} does not exist")
-                if not os.path.isfile(label):
-                    raise FileNotFoundError(f"{list_path}:{lineno}: image {image!r} has no label {label!r}")
-                samples.append(Sample(sample_id, image, label))
-        if not samples:
-            raise FileNotFoundError(f"VOC split file {list_path!r} has no entries")
+        samples = samples_from_id_list(list_path, image_dir, label_dir, "VOC split file")
         self._lut = make_lut({**{k: k for k in range(self.NUM_CLASSES)}, 255: 255})
         super().__init__(samples, self.NUM_CLASSES, transform=transform, **kwargs)
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, NoReturn
 
 from datasets import DatasetError
 from engine.checkpoint import CheckpointError
-from engine.compat import restore_sigint
+from engine.compat import exit_now, restore_sigint
 from engine.loop import TrainingStopped
 from models.weights import WeightLoadError
 from pretrained.io import FileFormatError
@@ -72,7 +72,7 @@ def run_main(fn: Callable[..., Any], *args: Any) -> int:
         status = fn(*args)
     except KeyboardInterrupt as exc:
         print(str(exc) or "interrupted (Ctrl-C)", file=sys.stderr, flush=True)
-        return 130
+        exit_now(130)  # not a normal exit: see engine.compat.exit_now
     except KNOWN_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

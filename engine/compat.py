@@ -10,6 +10,8 @@ Jittor version that fixes it becomes the minimum.
 * :func:`matmul_per_image` -- batched (3-D) matmuls run single-threaded.
 * :func:`reindex` -- ``>`` in ``reindex`` index expressions fails to compile.
 * :func:`restore_sigint` -- Jittor's SIGINT handler exits the process.
+* :func:`exit_now` -- after Ctrl-C, Jittor's compile pool can hang the exit and
+  its SIGCHLD handler turns the status into 1.
 
 The worker-process and MPI overrides of Jittor's data loader are methods of
 the loader class itself and live in :mod:`datasets.loader`, each with the
@@ -18,7 +20,9 @@ bug it works around. Setting ``JITTOR_HOME`` is persisted into
 """
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from typing import Iterable, Sequence
 
@@ -26,7 +30,8 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-__all__ = ["materialize", "ChannelDropout", "matmul_per_image", "reindex", "restore_sigint"]
+__all__ = ["materialize", "ChannelDropout", "matmul_per_image", "reindex", "restore_sigint",
+           "exit_now"]
 
 
 def materialize(variables: Iterable[jt.Var]) -> None:
@@ -96,3 +101,24 @@ def restore_sigint() -> None:
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def exit_now(status: int) -> None:
+    """End the process with ``status`` at once, after flushing stdout and stderr (for Ctrl-C).
+
+    After a Ctrl-C in a terminal every process of the group gets SIGINT,
+    Jittor 1.3.11's compile workers (a multiprocessing pool) included; they can
+    die holding the pool's queue lock, and the pool's clean-up at exit then
+    waits for it forever. Its loader workers are ended by SIGKILL, which its
+    SIGCHLD handler reports as "Caught SIGCHLD. Maybe out of memory" before
+    exiting with status 1. Jittor itself ends a Ctrl-C with such a quick exit;
+    this one keeps our message and status. The run's files are closed by then
+    and every checkpoint is written atomically, so nothing is lost.
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)

@@ -181,26 +181,32 @@ def test_the_seed_fixes_the_model_whatever_the_worker_count(blocks, tmp_path):
     assert losses[0] == losses[1]
 
 
-def _script(args, cwd=ROOT, timeout=300):
+def _script(args, cwd=ROOT, timeout=300, new_session=False):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=new_session)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_ctrl_c_says_where_the_run_stopped_and_exits_130(blocks, tmp_path, workers):
+@pytest.mark.parametrize("workers,terminal", [(0, False), (2, False), (2, True)])
+def test_ctrl_c_says_where_the_run_stopped_and_exits_130(blocks, tmp_path, workers, terminal):
+    """terminal: Ctrl-C in a terminal signals the whole process group (loader and compile workers too)."""
     out = tmp_path / "run"
     proc = _script([os.path.join(ROOT, "train.py"), *train_args(blocks, out, "--iters", 100000,
-                                                                "--snapshot-interval", 2, "-j", workers)])
+                                                                "--snapshot-interval", 2, "-j", workers)],
+                   new_session=terminal)
     log = out / "log.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and (not log.exists() or len(open(log).readlines()) < 3):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    if terminal:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
     assert "interrupted at iteration" in stderr and f"--resume {out}" in stderr, stderr[-3000:]
     assert "Traceback" not in stderr and "Caught SIGINT" not in stderr, stderr[-3000:]
+    assert "Caught SIGCHLD" not in stderr, stderr[-3000:]
     assert not [n for n in os.listdir(out) if ".tmp" in n]
     last = load_checkpoint(str(out / "checkpoint_last.pkl"))
     assert last["iter"] >= 2 and last["iter"] % 2 == 0
