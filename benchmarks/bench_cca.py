@@ -18,6 +18,11 @@ lazy execution); peak memory is the process's peak resident set (VmHWM) minus
 its resident set once the inputs exist, so it counts everything the
 computation allocates, caches included. A small-shape output of each is
 compared against the kernel's to make sure all four compute the same function.
+The whole set runs --rounds times, interleaved (on a shared machine a slow
+spell then hits every implementation, not one): each time is the median of
+the rounds, each speed-up the median of the rounds' ratios. GFLOP/s come from
+``engine.complexity.cca_flops``; the machine's float32 FMA peak is measured
+(``bench_common.fma_peak_gflops``) to say what fraction of it the kernel reaches.
 
     python benchmarks/bench_cca.py                       # [2, 512, 97, 97] on CPU
     python benchmarks/bench_cca.py --shape 1 512 129 257 --json out.json
@@ -33,7 +38,8 @@ import subprocess
 import sys
 import time
 
-from bench_common import cca_inputs, cpu_model, rss_kb, run_worker, torch_bmm, torch_einsum, write_record
+from bench_common import (cca_inputs, combine_rounds, cpu_model, fma_peak_gflops, median_ratio, rss_kb, run_worker, torch_bmm, torch_einsum,
+                          write_record)
 IMPLS = ("jittor-kernel", "jittor-reference", "torch-bmm", "torch-einsum")
 CHECK_SHAPE = (2, 16, 5, 7)
 
@@ -114,11 +120,17 @@ def main(argv=None) -> int:
                         help="value shape; query/key have C/8 channels (default: 2 512 97 97, a 769 crop at OS 8)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="the implementations run interleaved this many times; each time is the median over "
+                             "the rounds, each speed-up the median of the rounds' ratios (default 3)")
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     parser.add_argument("--json", help="also write all numbers to this file")
-    parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=IMPLS + ("peak",), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("fwd", "fwd+bwd"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker == "peak":
+        print(json.dumps(fma_peak_gflops()))
+        return 0
     if args.worker:
         print(json.dumps(_worker(args.worker, args.mode, tuple(args.shape), args.warmup, args.repeat)))
         return 0
@@ -126,13 +138,18 @@ def main(argv=None) -> int:
     impls = [i for i in args.impls if not i.startswith("torch") or _torch_available()]
     if len(impls) < len(args.impls):
         print("torch is not installed: PyTorch formulations skipped")
-    rows = {}
-    for impl in impls:
-        for mode in ("fwd", "fwd+bwd"):
-            result = _run_worker(impl, mode, args)
-            if result:
-                rows[(impl, mode)] = result
-                print(f"  {impl:17s} {mode:8s} {result['ms']:9.1f} ms  peak {result['peak_mb']:8.1f} MB", flush=True)
+    if args.rounds < 1 or args.repeat < 1 or args.warmup < 0:
+        parser.error("--rounds and --repeat must be at least 1, --warmup at least 0")
+    rounds = {}
+    for round_ in range(args.rounds):
+        for impl in impls:
+            for mode in ("fwd", "fwd+bwd"):
+                result = _run_worker(impl, mode, args)
+                rounds.setdefault((impl, mode), []).append(result)
+                if result:
+                    print(f"  round {round_ + 1}/{args.rounds} {impl:17s} {mode:8s} {result['ms']:9.1f} ms  "
+                          f"peak {result['peak_mb']:8.1f} MB", flush=True)
+    rows = {key: r for key, r in ((key, combine_rounds(rs)) for key, rs in rounds.items()) if r}
 
     import numpy as np
     kernel_check = rows.get(("jittor-kernel", "fwd"), {}).get("check")
@@ -140,24 +157,45 @@ def main(argv=None) -> int:
         r["check_max_abs_diff_vs_kernel"] = (float(np.abs(np.array(r["check"]) - np.array(kernel_check)).max())
                                              if kernel_check is not None else None)
     B, C, H, W = args.shape
+    from engine.complexity import cca_flops  # here: the workers must not import Jittor with it
+    flops = sum(cca_flops(B, C // 8, C, H, W).values())
+    flops = {"fwd": flops, "fwd+bwd": 3 * flops}  # the backward pass: two products per forward product
+    for (impl, mode), r in rows.items():
+        r["gflops_per_s"] = flops[mode] / (r["ms"] / 1000) / 1e9
+    peak = run_worker([sys.executable, os.path.abspath(__file__), "--worker", "peak"], "FMA peak")
     print(f"\nCriss-cross attention, value [B,C,H,W] = {args.shape}, query/key {C // 8} channels, float32, "
-          f"median of {args.repeat} after {args.warmup} warm-up")
+          f"median of {args.repeat} after {args.warmup} warm-up, median of {args.rounds} interleaved rounds")
     print(f"{'implementation':18s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'peak fwd MB':>12s} {'peak f+b MB':>12s}"
-          f" {'kernel speed-up f / f+b':>24s} {'same output':>12s}")
+          f" {'kernel speed-up f / f+b':>24s} {'same output':>12s} {'f+b GFLOP/s':>9s}")
     kernel = {m: rows.get(("jittor-kernel", m)) for m in ("fwd", "fwd+bwd")}
     for impl in impls:
         f, fb = rows.get((impl, "fwd")), rows.get((impl, "fwd+bwd"))
         if not f or not fb:
             continue
-        speed = (f"{f['ms'] / kernel['fwd']['ms']:.2f}x / {fb['ms'] / kernel['fwd+bwd']['ms']:.2f}x"
-                 if kernel["fwd"] and kernel["fwd+bwd"] else "-")
+        if kernel["fwd"] and kernel["fwd+bwd"]:
+            f["speedup_of_kernel"] = median_ratio(f, kernel["fwd"])
+            fb["speedup_of_kernel"] = median_ratio(fb, kernel["fwd+bwd"])
+            speed = f"{f['speedup_of_kernel']:.2f}x / {fb['speedup_of_kernel']:.2f}x"
+        else:
+            speed = "-"
         same = f"{f['check_max_abs_diff_vs_kernel']:.1e}" if f["check_max_abs_diff_vs_kernel"] is not None else "-"
-        print(f"{impl:18s} {f['ms']:9.1f} {fb['ms']:11.1f} {f['peak_mb']:12.1f} {fb['peak_mb']:12.1f} {speed:>24s} {same:>12s}")
+        print(f"{impl:18s} {f['ms']:9.1f} {fb['ms']:11.1f} {f['peak_mb']:12.1f} {fb['peak_mb']:12.1f} {speed:>24s} {same:>12s}"
+              f" {fb['gflops_per_s']:9.1f}")
+    print(f"FLOPs: {flops['fwd'] / 1e9:.2f} G forward, {flops['fwd+bwd'] / 1e9:.2f} G forward+backward "
+          f"(engine.complexity.cca_flops; the backward pass counts two products per forward product)")
+    if peak:
+        print(f"this machine's float32 FMA peak, measured: {peak['gflops']:.0f} GFLOP/s on {peak['threads']} threads "
+              f"(independent 16-lane multiply-adds, bench_common.fma_peak_gflops)")
+        kernel_fb = rows.get(("jittor-kernel", "fwd+bwd"))
+        if kernel_fb:
+            print(f"jittor-kernel forward+backward: {kernel_fb['gflops_per_s']:.1f} GFLOP/s = "
+                  f"{100 * kernel_fb['gflops_per_s'] / peak['gflops']:.0f}% of that peak")
 
     if args.json:
         info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "shape": args.shape, "warmup": args.warmup, "repeat": args.repeat,
-                "machine": cpu_model(), "cpu_count": os.cpu_count(),
+                "shape": args.shape, "warmup": args.warmup, "repeat": args.repeat, "rounds": args.rounds,
+                "load_average": os.getloadavg(),
+                "machine": cpu_model(), "cpu_count": os.cpu_count(), "flops": flops, "fma_peak": peak,
                 "results": [{k: v for k, v in r.items() if k != "check"} for r in rows.values()]}
         write_record(args.json, info)
     return 0

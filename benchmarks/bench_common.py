@@ -17,7 +17,8 @@ if ROOT not in sys.path:
 
 from pretrained.io import write_json  # noqa: E402  (after the path)
 
-__all__ = ["ROOT", "rss_kb", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm", "torch_einsum"]
+__all__ = ["ROOT", "rss_kb", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm", "torch_einsum",
+           "fma_peak_gflops", "combine_rounds", "median_ratio"]
 
 
 def rss_kb(field: str) -> int:
@@ -30,15 +31,62 @@ def rss_kb(field: str) -> int:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), for the records."""
+    """The CPU's model name with its family and model numbers (``/proc/cpuinfo``), for the records."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor is enough
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        return f"{fields['model name']} (family {fields['cpu family']}, model {fields['model']})"
+    return fields["model name"]
+
+
+_FMA_PEAK_SRC = r"""
+typedef float vec __attribute__((vector_size(64)));   // 16 floats: one AVX-512 register
+const long iters = 20000000;
+double start = omp_get_wtime();
+float sink = 0;
+#pragma omp parallel reduction(+:sink)
+{
+  // 12 independent multiply-add chains: more than latency x FMA pipes, so the pipes never wait
+  vec a[12], x = (vec){} + 1.000001f, y = (vec){} + 0.999999f;
+  for (int r = 0; r < 12; ++r) a[r] = (vec){} + (float)r;
+  for (long i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int r = 0; r < 12; ++r) a[r] = a[r] * x + y;
+  }
+  for (int r = 1; r < 12; ++r) a[0] += a[r];
+  sink += a[0][0];
+}
+double seconds = omp_get_wtime() - start;
+out0_p[0] = (float)(omp_get_max_threads() * (double)iters * 12 * 16 * 2 / seconds / 1e9);
+out0_p[1] = (float)omp_get_max_threads();
+out0_p[2] = sink;
+"""
+
+
+def fma_peak_gflops(runs: int = 3) -> dict:
+    """This machine's float32 multiply-add peak, measured: every thread runs independent 16-lane FMAs.
+
+    Compiled by Jittor with the flags of the project's kernels; the best of
+    ``runs`` (the first also brings the cores to their clock). Returns
+    ``{"gflops": ..., "threads": ...}``.
+    """
+    import jittor_env  # noqa: F401  (before jittor)
+    import jittor as jt
+    best, threads = 0.0, 0
+    for _ in range(runs):
+        out = jt.code((3,), "float32", [], cpu_header="#include <omp.h>", cpu_src=_FMA_PEAK_SRC).numpy()
+        best, threads = max(best, float(out[0])), int(out[1])
+    return {"gflops": best, "threads": threads}
 
 
 def write_record(path: str, record: dict) -> None:
@@ -55,6 +103,32 @@ def run_worker(cmd: list[str], what: str) -> dict | None:
             return json.loads(line)
     print(f"{what} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
     return None
+
+
+def combine_rounds(results: list[dict]) -> dict | None:
+    """One record from the same measurement repeated in ``rounds``: medians over the rounds.
+
+    The rounds of the implementations compared run interleaved, so a slow
+    spell of a shared machine hits all of them instead of one. ``ms`` (and
+    every memory field) becomes the median of the rounds' values, ``ms_rounds``
+    lists them; the other fields are the first round's. None if any round failed.
+    """
+    if not results or any(r is None for r in results):
+        return None
+    import statistics
+    record = dict(results[0])
+    record["ms_rounds"] = [r["ms"] for r in results]
+    for key in ("ms", "peak_mb", "peak_rss_mb", "rise_mb", "base_rss_mb", "first_ms"):
+        if key in record:
+            record[key] = statistics.median(r[key] for r in results)
+    record["ms_all"] = [t for r in results for t in r.get("ms_all", [])]
+    return record
+
+
+def median_ratio(a: dict, b: dict) -> float:
+    """Median over the rounds of ``a``'s time over ``b``'s (records of :func:`combine_rounds`)."""
+    import statistics
+    return statistics.median(x / y for x, y in zip(a["ms_rounds"], b["ms_rounds"]))
 
 
 def cca_inputs(shape, seed: int = 0):

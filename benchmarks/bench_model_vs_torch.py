@@ -22,6 +22,10 @@ the same function):
 4. memory: the peak resident set of the process (``VmHWM``) and its rise
    during the measured runs above the resident set once model and inputs
    exist (what the step itself allocates, caches included).
+5. ``--rounds`` (3): steps 2-4 run that many times, Jittor and PyTorch
+   alternating, so that a slow spell of a shared machine hits both; times and
+   memory are medians over the rounds, the time ratio the median of the
+   rounds' ratios.
 
 Both frameworks use all cores (Jittor's OpenMP default; ``torch.set_num_threads``).
 Ratios are Jittor / PyTorch: below 1 Jittor is faster or smaller.
@@ -42,7 +46,7 @@ import sys
 import tempfile
 import time
 
-from bench_common import cpu_model, rss_kb, run_worker, write_record
+from bench_common import combine_rounds, cpu_model, median_ratio, rss_kb, run_worker, write_record
 
 DEFAULT_MODELS = ("ccnet_resnet50", "ccnet_van_b2")
 FRAMEWORKS = ("jittor", "torch")
@@ -214,7 +218,8 @@ def _ratio(a, b):
 def print_table(rows: list[dict], args) -> None:
     print(f"\nCPU {cpu_model()}, {os.cpu_count()} cores; float32, {NUM_CLASSES} classes; train: batch "
           f"{args.batch} at {args.train_size[0]}x{args.train_size[1]}; eval: batch 1 at "
-          f"{args.eval_size[0]}x{args.eval_size[1]}; median of {args.repeat} after {args.warmup} warm-up; "
+          f"{args.eval_size[0]}x{args.eval_size[1]}; median of {args.repeat} after {args.warmup} warm-up, "
+          f"median of {args.rounds} alternating rounds; "
           f"ratio = Jittor / PyTorch")
     head = (f"{'model':16s} {'mode':5s} {'Jittor ms':>10s} {'PyTorch ms':>10s} {'time ratio':>10s} "
             f"{'Jittor peak MB':>14s} {'PyTorch peak MB':>15s} {'peak ratio':>10s} {'rise ratio':>10s} "
@@ -244,6 +249,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="what to time (default both)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs after the first (default 2)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs; the median is reported (default 5)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="Jittor and PyTorch run alternately this many times; times and memory are medians over "
+                        "the rounds, the time ratio the median of the rounds' ratios (default 3)")
     p.add_argument("--json", help="also write all numbers to this file")
     p.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "PRESET", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
@@ -257,8 +265,8 @@ def _check_args(args) -> None:
         raise ValueError(f"unknown model preset(s) {', '.join(unknown)}; valid: {', '.join(MODEL_PRESETS)}")
     if min(args.train_size + args.eval_size) < 32:
         raise ValueError("--train-size and --eval-size must be at least 32 pixels")
-    if args.batch < 1 or args.warmup < 0 or args.repeat < 1:
-        raise ValueError("--batch and --repeat must be at least 1 and --warmup at least 0")
+    if args.batch < 1 or args.warmup < 0 or args.repeat < 1 or args.rounds < 1:
+        raise ValueError("--batch, --repeat and --rounds must be at least 1 and --warmup at least 0")
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -298,19 +306,23 @@ def run(args) -> int:
                 continue
             for mode in args.modes:
                 row = {"model": name, "mode": mode, "parameters": exported["parameters"]}
+                rounds = {framework: [] for framework in FRAMEWORKS}
+                for round_ in range(args.rounds):
+                    for framework in FRAMEWORKS:
+                        result = run_worker(_worker_cmd(args, framework, name, mode), f"{name} {mode} {framework}")
+                        rounds[framework].append(result)
+                        if result:
+                            print(f"  round {round_ + 1}/{args.rounds} {name:16s} {mode:5s} {framework:6s} "
+                                  f"{result['ms']:9.0f} ms  peak {result['peak_rss_mb']:6.0f} MB", flush=True)
                 for framework in FRAMEWORKS:
-                    result = run_worker(_worker_cmd(args, framework, name, mode), f"{name} {mode} {framework}")
-                    row[framework] = result
-                    if result:
-                        print(f"  {name:16s} {mode:5s} {framework:6s} {result['ms']:9.0f} ms  peak "
-                              f"{result['peak_rss_mb']:6.0f} MB", flush=True)
+                    row[framework] = combine_rounds(rounds[framework])
                 j, t = row["jittor"], row["torch"]
                 if t and t["check_rel_err"] > CHECK_TOLERANCE:
                     raise RuntimeError(f"{name}: the PyTorch mirror's output differs from Jittor's (relative error "
                                        f"{t['check_rel_err']:.2e} > {CHECK_TOLERANCE}); the timings would not "
                                        f"compare the same network")
                 if j and t:
-                    row.update(time_ratio=j["ms"] / t["ms"], peak_ratio=j["peak_rss_mb"] / t["peak_rss_mb"],
+                    row.update(time_ratio=median_ratio(j, t), peak_ratio=j["peak_rss_mb"] / t["peak_rss_mb"],
                                rise_ratio=_ratio(j["rise_mb"], t["rise_mb"]), check_rel_err=t["check_rel_err"])
                 else:
                     failed = True
@@ -324,6 +336,7 @@ def run(args) -> int:
                   "train": {"size": args.train_size, "batch": args.batch,
                             "step": "CE + 0.4 aux CE, SGD momentum 0.9, weight decay 1e-4, lr 0.01"},
                   "eval": {"size": args.eval_size, "batch": 1}, "warmup": args.warmup, "repeat": args.repeat,
+                  "rounds": args.rounds,
                   "memory": "peak resident set of the process (VmHWM); rise = peak minus the resident set once "
                             "model and inputs exist",
                   "results": rows}

@@ -46,7 +46,7 @@ from jittor import nn
 from models.cca import CrissCrossAttention
 from models.nonlocal_block import NonLocalBlock
 
-__all__ = ["KINDS", "count_parameters", "count_flops", "describe"]
+__all__ = ["cca_flops", "KINDS", "count_parameters", "count_flops", "describe"]
 
 #: The kinds of counted work, in the order of the breakdown.
 KINDS = ("conv", "linear", "cca_weight", "cca_map", "nonlocal_energy", "nonlocal_aggregation")
@@ -92,6 +92,16 @@ def _input_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def cca_flops(batch: int, qk_channels: int, channels: int, height: int, width: int) -> dict[str, int]:
+    """Forward FLOPs of criss-cross attention: ``{"cca_weight": ..., "cca_map": ...}`` (module docstring).
+
+    The backward pass computes two products of the same size per product (the
+    gradients of both inputs), so forward + backward is three times the sum.
+    """
+    positions = batch * height * width * (height + width - 1)
+    return {"cca_weight": 2 * positions * qk_channels, "cca_map": 2 * positions * channels}
+
+
 def _layer_flops(module: nn.Module, x: jt.Var, out) -> dict[str, int]:
     """FLOPs by kind of one call of ``module`` (input ``x``, output ``out``); {} for a module not counted."""
     if isinstance(module, nn.Conv):
@@ -101,9 +111,7 @@ def _layer_flops(module: nn.Module, x: jt.Var, out) -> dict[str, int]:
         return {"linear": 2 * _numel(out.shape) * int(module.weight.shape[1])}
     if isinstance(module, CrissCrossAttention):
         B, _, H, W = (int(s) for s in x.shape)
-        positions = B * H * W * (H + W - 1)
-        return {"cca_weight": 2 * positions * int(module.query_conv.out_channels),
-                "cca_map": 2 * positions * int(module.value_conv.out_channels)}
+        return cca_flops(B, int(module.query_conv.out_channels), int(module.value_conv.out_channels), H, W)
     if isinstance(module, NonLocalBlock):
         B, _, H, W = (int(s) for s in x.shape)
         pairs = B * (H * W) ** 2

@@ -37,15 +37,23 @@ constexpr int kRowGroup = 6;       // row tiles per task
 // Register tiles: rows x channels (map) or rows x positions (weight)
 // accumulators, each one vector; sized to the vector register file
 // (32 registers with AVX-512, 16 with AVX2).
+// Measured on Intel (Xeon) and AMD (EPYC family 26) AVX-512 machines; CCA_TILES
+// (4 numbers, defined before this header) overrides them, for
+// benchmarks/bench_cca_tiles.py.
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
-constexpr int kMapRows = 4, kMapChannels = 4;
-constexpr int kWeightRows = 4, kWeightPositions = 6;
+#ifndef CCA_TILES
+#define CCA_TILES 4, 4, 4, 6
+#endif
 #else
 constexpr int kVecBytes = 32;
-constexpr int kMapRows = 3, kMapChannels = 4;
-constexpr int kWeightRows = 2, kWeightPositions = 6;
+#ifndef CCA_TILES
+#define CCA_TILES 3, 4, 2, 6
 #endif
+#endif
+constexpr int kTiles[4] = {CCA_TILES};
+constexpr int kMapRows = kTiles[0], kMapChannels = kTiles[1];
+constexpr int kWeightRows = kTiles[2], kWeightPositions = kTiles[3];
 
 // A SIMD vector of T along x. FULL: the whole vector is inside the row
 // (constant-size copies, which compile to plain vector loads and let the

@@ -47,6 +47,15 @@ inline void upsampled_row(const T* logits, const int* ylo, const T* wy, const in
   }
 }
 
+// m = max_c z[c * stride], e = sum_c exp(z[c * stride] - m): the log-softmax of one pixel is z - m - log(e).
+template <typename T>
+inline void max_and_sum_exp(const T* z, long stride, int C, T& m, T& e) {
+  m = z[0];
+  for (int c = 1; c < C; ++c) m = std::max(m, z[c * stride]);
+  e = 0;
+  for (int c = 0; c < C; ++c) e += std::exp(z[c * stride] - m);
+}
+
 template <typename T>
 void forward(const T* logits, const int* target, const int* ylo, const T* wy, const int* xlo, const T* wx, T* out,
              int B, int C, int h, int w, int H, int W) {
@@ -62,10 +71,8 @@ void forward(const T* logits, const int* target, const int* ylo, const T* wy, co
       double s = 0;
       for (int x = 0; x < W; ++x) {
         if (t[x] < 0) continue;
-        T m = z[x];
-        for (int c = 1; c < C; ++c) m = std::max(m, z[(long)c * W + x]);
-        T e = 0;
-        for (int c = 0; c < C; ++c) e += std::exp(z[(long)c * W + x] - m);
+        T m, e;
+        max_and_sum_exp(z.data() + x, W, C, m, e);
         s += (double)(std::log(e) - (z[(long)t[x] * W + x] - m));
       }
       rows[row] = s;
@@ -97,10 +104,8 @@ void backward(const T* logits, const int* target, const int* ylo, const T* wy, c
         const int* t = target + ((long)b * H + y) * W;
         for (int x = 0; x < W; ++x) {
           if (t[x] < 0) continue;
-          T m = z[x];
-          for (int c = 1; c < C; ++c) m = std::max(m, z[(long)c * W + x]);
-          T e = 0;
-          for (int c = 0; c < C; ++c) e += std::exp(z[(long)c * W + x] - m);
+          T m, e;
+          max_and_sum_exp(z.data() + x, W, C, m, e);
           const double inv = 1.0 / (double)e, fx = (double)wx[x];
           const int x0 = xlo[x];
           for (int c = 0; c < C; ++c) {

@@ -1,0 +1,50 @@
+"""benchmarks/bench_cca.py end to end at a tiny shape: every implementation, the FLOP count, the measured peak."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_op_benchmark_records_times_flops_and_the_machine_peak(tmp_path):
+    pytest.importorskip("torch", reason="the benchmark compares with the PyTorch formulations")
+    out = tmp_path / "cca.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_cca.py"), "--shape", "1", "16",
+                             "9", "11", "--warmup", "0", "--repeat", "1", "--rounds", "2", "--json", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    # by hand: 1 * 9 * 11 pixels x 19 positions; energies over 2 query/key channels, aggregation over 16
+    forward = 2 * 9 * 11 * 19 * 2 + 2 * 9 * 11 * 19 * 16
+    assert record["flops"] == {"fwd": forward, "fwd+bwd": 3 * forward}
+    assert {(r["impl"], r["mode"]) for r in record["results"]} == {
+        (i, m) for i in ("jittor-kernel", "jittor-reference", "torch-bmm", "torch-einsum") for m in ("fwd", "fwd+bwd")}
+    rows_by = {(r["impl"], r["mode"]): r for r in record["results"]}
+    for r in record["results"]:
+        assert r["gflops_per_s"] == pytest.approx(record["flops"][r["mode"]] / r["ms"] / 1e6)
+        assert r["check_max_abs_diff_vs_kernel"] < 1e-5
+        assert len(r["ms_rounds"]) == 2 and min(r["ms_rounds"]) <= r["ms"] <= max(r["ms_rounds"])
+        ratios = [a / b for a, b in zip(r["ms_rounds"], rows_by[("jittor-kernel", r["mode"])]["ms_rounds"])]
+        assert r["speedup_of_kernel"] == pytest.approx(sum(ratios) / 2)  # the median of two
+    assert record["fma_peak"]["gflops"] > 1 and record["fma_peak"]["threads"] >= 1
+    assert "% of that peak" in result.stdout
+    with open("/proc/cpuinfo") as f:
+        if "cpu family" in f.read():
+            assert "(family " in record["machine"]
+
+
+def test_tile_sweep_times_each_tiling_and_checks_it_computes_the_same(tmp_path):
+    out = tmp_path / "tiles.json"
+    script = os.path.join(ROOT, "benchmarks", "bench_cca_tiles.py")
+    result = subprocess.run([sys.executable, script, "--tiles", "4,4,4,6", "2,8,2,12", "--shape", "1", "16", "9",
+                             "21", "--warmup", "0", "--repeat", "1", "--rounds", "1", "--json", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [r["tiles"] for r in rows] == [[4, 4, 4, 6], [2, 8, 2, 12]]
+    assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["check_max_abs_diff"] < 1e-4
+    bad = subprocess.run([sys.executable, script, "--tiles", "8,8,4,6"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "at most 30" in bad.stderr
