@@ -33,6 +33,7 @@ Upstream: speedinghzl/CCNet ``loss/criterion.py`` (``CriterionDSN``,
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from typing import Callable, Optional, Sequence, Union
@@ -102,6 +103,7 @@ with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "upsample_nll
     _UPSAMPLE_NLL_HEADER = _f.read()
 
 
+@functools.lru_cache(maxsize=64)  # the same few sizes every training step
 def bilinear_tables(size: int, out: int, align_corners: bool, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """``(lo, weight)`` of each output index of Jittor's bilinear ``nn.interpolate`` from ``size`` to ``out`` >= size.
 
@@ -116,7 +118,10 @@ def bilinear_tables(size: int, out: int, align_corners: bool, dtype: str) -> tup
     else:
         coord = np.clip(index * t(size / out) + t(size / out * 0.5 - 0.5), 0, size - 1)
     lo = np.floor(coord)
-    return lo.astype(np.int32), (coord - lo).astype(t)
+    tables = lo.astype(np.int32), (coord - lo).astype(t)
+    for table in tables:
+        table.flags.writeable = False  # shared by the cache
+    return tables
 
 
 class _UpsampleNLLSum(jt.Function):
@@ -385,13 +390,14 @@ class SegmentationLoss(nn.Module):
         if len(self.ccl_deltas) != 2 or not 0 <= self.ccl_deltas[0] < self.ccl_deltas[1]:
             raise ValueError(f"ccl_deltas must be delta_v, delta_d with 0 <= delta_v < delta_d, got {ccl_deltas}")
 
-    def _ce(self, logits: jt.Var, label: jt.Var, valid: jt.Var, safe: jt.Var,
+    def _ce(self, logits: jt.Var, label: jt.Var, valid: jt.Var, safe: jt.Var, target: jt.Var,
             ohem: bool) -> tuple[jt.Var, Optional[jt.Var], Optional[jt.Var]]:
+        """Cross-entropy of ``logits`` upsampled to ``label``; ``target`` is ``safe`` with -1 where not ``valid``."""
         if (not ohem and not jt.flags.use_cuda and str(logits.dtype) in ("float32", "float64")
                 and label.shape[1] >= logits.shape[2] and label.shape[2] >= logits.shape[3]):
             # the fused CPU kernels; the same value as the lines below
             count = valid.cast(logits.dtype).sum()
-            total = upsample_nll_sum(logits, jt.ternary(valid, safe, jt.full_like(safe, -1)), self.align_corners)
+            total = upsample_nll_sum(logits, target, self.align_corners)
             return total.sum() / jt.maximum(count, jt.ones_like(count)), count, None
         logits = _upsample(logits, label.shape[1:], self.align_corners)
         logp = log_softmax(logits)
@@ -435,12 +441,13 @@ class SegmentationLoss(nn.Module):
         bad = valid & ((label < 0) | (label >= self.num_classes))
         safe = jt.ternary(valid & bad.logical_not(), label, jt.zeros_like(label))
 
-        loss_main, valid_count, threshold = self._ce(main, label, valid, safe, self.ohem)
+        target = jt.ternary(valid, safe, jt.full_like(safe, -1))  # for the fused kernels (lazy: unused otherwise)
+        loss_main, valid_count, threshold = self._ce(main, label, valid, safe, target, self.ohem)
         loss = loss_main
         names = ["loss_main", "ohem_kept"] if self.ohem else ["loss_main"]
         values = [loss_main, valid_count] if self.ohem else [loss_main]
         if aux is not None:
-            loss_aux, _, _ = self._ce(aux, label, valid, safe, False)
+            loss_aux, _, _ = self._ce(aux, label, valid, safe, target, False)
             loss = loss + self.aux_weight * loss_aux
             names.append("loss_aux")
             values.append(loss_aux)
