@@ -1,9 +1,10 @@
 """Register-tile sizes of the op's CPU kernels, by measurement on this machine.
 
-``models/cca_cpu.h`` computes with register tiles of rows x channels (the
-``map`` primitive) and rows x positions (``weight``), sized for the 32 vector
-registers of AVX-512 and chosen on an Intel Xeon. Zen 4 executes a 512-bit
-operation in two halves and other cores have other load bandwidths, so this
+``models/cca_cpu.h`` computes with register tiles: rows x channels (the
+column part of ``map``), rows x positions (the column part of ``weight``) and
+scalars x vectors (both row parts), sized for the 32 vector registers of
+AVX-512. Zen 4 executes a 512-bit operation in two halves and other cores
+have other load bandwidths, so this
 script times the op's forward+backward (as ``bench_cca.py``: query/key C/8
 channels, gradients of all three inputs) with each candidate tiling, each in
 its own process (``CCA_TILES`` defined before the header), the candidates
@@ -12,7 +13,7 @@ small input are compared with the default tiling's (they must agree to
 float32 rounding).
 
     python benchmarks/bench_cca_tiles.py                          # the candidates below, [2,512,97,97]
-    python benchmarks/bench_cca_tiles.py --tiles 4,4,4,6 2,8,4,6 --json out.json
+    python benchmarks/bench_cca_tiles.py --tiles 4,4,4,6,6,4 2,8,4,6,6,4 --json out.json
 """
 from __future__ import annotations
 
@@ -26,19 +27,23 @@ import time
 
 from bench_common import cca_inputs, combine_rounds, cpu_model, median_ratio, run_worker, write_record
 
-#: map rows, map channels, weight rows, weight positions; the first is the AVX-512 default.
-CANDIDATES = ("4,4,4,6", "2,8,4,6", "6,4,4,6", "4,6,4,6", "3,8,4,6", "4,4,2,12", "4,4,6,4")
+#: map rows, map channels, weight rows, weight positions, row-part scalars, row-part vectors;
+#: the first is the AVX-512 default.
+CANDIDATES = ("4,4,4,6,6,4", "6,4,4,6,6,4", "4,6,4,6,6,4", "3,8,4,6,6,4", "4,4,6,4,6,4", "4,4,4,6,4,6",
+              "4,4,4,6,3,7")
 CHECK_SHAPE = (1, 16, 9, 11)
 
 
-def _parse_tiles(text: str) -> tuple[int, int, int, int]:
+def _parse_tiles(text: str) -> tuple[int, ...]:
     try:
         tiles = tuple(int(t) for t in text.split(","))
     except ValueError:
         tiles = ()
-    if len(tiles) != 4 or min(tiles) < 1 or tiles[0] * tiles[1] > 30 or tiles[2] * tiles[3] > 30:
-        raise argparse.ArgumentTypeError(f"{text!r}: four positive integers R,C,R,P with R*C and R*P at most 30 "
-                                         "(the accumulators must fit in 32 vector registers)")
+    # accumulators + the vectors loaded per step must fit in 32 vector registers
+    if (len(tiles) != 6 or min(tiles) < 1 or tiles[0] * tiles[1] + tiles[0] + 1 > 32
+            or tiles[2] * tiles[3] + tiles[2] + 1 > 32 or tiles[4] * tiles[5] + tiles[5] + 1 > 32):
+        raise argparse.ArgumentTypeError(f"{text!r}: six positive integers R,C,R,P,S,V with R*C+R, R*P+R and "
+                                         "S*V+V at most 31 (the tiles must fit in 32 vector registers)")
     return tiles
 
 
@@ -72,7 +77,7 @@ def _worker(tiles, shape, warmup: int, repeat: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiles", nargs="+", type=_parse_tiles, default=[_parse_tiles(t) for t in CANDIDATES],
-                        metavar="R,C,R,P", help="candidate tilings; the first is the reference (default: "
+                        metavar="R,C,R,P,S,V", help="candidate tilings; the first is the reference (default: "
                                                 f"{' '.join(CANDIDATES)})")
     parser.add_argument("--shape", nargs=4, type=int, default=[2, 512, 97, 97], metavar=("B", "C", "H", "W"))
     parser.add_argument("--warmup", type=int, default=2)
@@ -107,15 +112,15 @@ def main(argv=None) -> int:
     reference = rows[0]
     print(f"\nOp forward+backward, value {args.shape}, float32, median of {args.repeat} after {args.warmup}, "
           f"median of {args.rounds} rounds; {cpu_model()}")
-    print(f"{'map rows x ch':>13s} {'weight rows x pos':>17s} {'ms':>8s} {'GFLOP/s':>8s} {'vs first':>8s} "
-          f"{'max diff':>9s}")
+    print(f"{'map rows x ch':>13s} {'weight rows x pos':>17s} {'row scal x vec':>15s} {'ms':>8s} {'GFLOP/s':>8s} "
+          f"{'vs first':>8s} {'max diff':>9s}")
     for r in rows:
         r["gflops_per_s"] = flops / (r["ms"] / 1000) / 1e9
         r["ratio_to_first"] = median_ratio(r, reference)
         r["check_max_abs_diff"] = max(float(np.abs(np.array(a) - np.array(b)).max())
                                       for a, b in zip(r["check"], reference["check"]))
         t = r["tiles"]
-        print(f"{t[0]:>6d} x {t[1]:<4d} {t[2]:>9d} x {t[3]:<5d} {r['ms']:8.1f} {r['gflops_per_s']:8.1f} "
+        print(f"{t[0]:>6d} x {t[1]:<4d} {t[2]:>9d} x {t[3]:<5d} {t[4]:>7d} x {t[5]:<5d} {r['ms']:8.1f} {r['gflops_per_s']:8.1f} "
               f"{r['ratio_to_first']:8.2f} {r['check_max_abs_diff']:9.1e}")
     if args.json:
         write_record(args.json, {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -49,7 +49,7 @@ from jittor import nn
 
 from engine.compat import ChannelDropout, materialize
 from models.batchnorm import BNAct, check_activation
-from models.cca import CrissCrossAttention, ca_map, ca_weight
+from models.cca import CrissCrossAttention, ca_map, ca_weight, position_softmax
 from models.input_norm import InputNorm
 from models.precision import Conv2d
 
@@ -108,7 +108,7 @@ class RCCAModule(nn.Module):
         out = self.conva(x)
         maps = []
         for _ in range(recurrence):
-            attention = nn.softmax(ca_weight(cca.query_conv(out), cca.key_conv(out), impl=cca.impl), dim=1)
+            attention = position_softmax(ca_weight(cca.query_conv(out), cca.key_conv(out), impl=cca.impl))
             maps.append(attention)
             out = cca.gamma * ca_map(attention, cca.value_conv(out), impl=cca.impl) + out
         return maps

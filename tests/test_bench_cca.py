@@ -39,12 +39,12 @@ def test_op_benchmark_records_times_flops_and_the_machine_peak(tmp_path):
 def test_tile_sweep_times_each_tiling_and_checks_it_computes_the_same(tmp_path):
     out = tmp_path / "tiles.json"
     script = os.path.join(ROOT, "benchmarks", "bench_cca_tiles.py")
-    result = subprocess.run([sys.executable, script, "--tiles", "4,4,4,6", "2,8,2,12", "--shape", "1", "16", "9",
-                             "21", "--warmup", "0", "--repeat", "1", "--rounds", "1", "--json", str(out)],
+    result = subprocess.run([sys.executable, script, "--tiles", "4,4,4,6,6,4", "2,8,2,12,3,7",
+                             "--shape", "1", "16", "9", "21", "--warmup", "0", "--repeat", "1", "--rounds", "1", "--json", str(out)],
                             capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
-    assert [r["tiles"] for r in rows] == [[4, 4, 4, 6], [2, 8, 2, 12]]
+    assert [r["tiles"] for r in rows] == [[4, 4, 4, 6, 6, 4], [2, 8, 2, 12, 3, 7]]
     assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["check_max_abs_diff"] < 1e-4
-    bad = subprocess.run([sys.executable, script, "--tiles", "8,8,4,6"], capture_output=True, text=True, cwd=ROOT)
-    assert bad.returncode == 2 and "at most 30" in bad.stderr
+    bad = subprocess.run([sys.executable, script, "--tiles", "8,8,4,6,6,4"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "at most 31" in bad.stderr

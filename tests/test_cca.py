@@ -10,7 +10,7 @@ import pytest
 import jittor as jt
 
 from cca_oracle import np_ca_map, np_ca_weight, np_softmax
-from models.cca import CrissCrossAttention, ca_map, ca_weight, criss_cross_attention
+from models.cca import CrissCrossAttention, ca_map, ca_weight, criss_cross_attention, position_softmax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,6 +74,22 @@ def test_self_counted_once():
     for impl in ("kernel", "reference"):
         out = criss_cross_attention(jt.array(q), jt.array(k), jt.array(v), impl=impl).numpy()
         np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 4, 5), (1, 3, 1, 1), (2, 40, 23, 17)])  # H*W above one block of 256
+def test_position_softmax_kernel_matches_numpy_forward_and_backward(shape):
+    rng = np.random.default_rng(7)
+    energy = rng.standard_normal(shape) * 30
+    weight = rng.standard_normal(shape)
+    want = np.exp(energy - energy.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    want_grad = want * (weight - (weight * want).sum(1, keepdims=True))  # d(sum(weight * softmax)) / d energy
+    je = jt.array(energy)
+    got = position_softmax(je)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(jt.grad((got * jt.array(weight)).sum(), je).numpy(), want_grad, rtol=1e-10, atol=1e-14)
+    got32 = position_softmax(jt.array(energy.astype(np.float32))).numpy()
+    np.testing.assert_allclose(got32, want, rtol=2e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("impl", ["kernel", "reference"])
