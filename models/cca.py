@@ -144,7 +144,8 @@ class _PositionSoftmax(jt.Function):
     """softmax over axis 1 (the H+W-1 positions) with the CPU kernels of cca_cpu.h.
 
     Jittor's own softmax runs its max/exp/sum/divide passes as separate
-    single-threaded kernels on the CPU (about 5x slower at [2, 193, 97, 97]).
+    single-threaded kernels on the CPU (forward+backward at [2, 193, 97, 97]:
+    22 ms against 6 ms).
     """
 
     def execute(self, energy: jt.Var) -> jt.Var:
