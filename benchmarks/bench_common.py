@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 
@@ -95,14 +96,33 @@ def write_record(path: str, record: dict) -> None:
     print(f"wrote {path}")
 
 
-def run_worker(cmd: list[str], what: str) -> dict | None:
-    """Run one measurement in its own process; its last stdout line that is a JSON object, or None on failure."""
+def run_worker(cmd: list[str], what: str, retry_on_signal: bool = True) -> dict | None:
+    """Run one measurement in its own process; its last stdout line that is a JSON object, or None on failure.
+
+    A failure is reported with the worker's exit status (or the signal that
+    killed it) and the end of its error output. A worker killed by a signal
+    before it printed its result is run once more (the report says so): a
+    crash of the JIT compiler or of an exiting process should not void a
+    whole benchmark; a second crash, or an error exit, is a failure.
+    """
+    if "jittor" in sys.modules:  # its SIGCHLD handler would end this process when a worker crashes
+        from engine.compat import restore_sigchld
+        restore_sigchld()
     result = subprocess.run(cmd, capture_output=True, text=True)
     for line in result.stdout.splitlines()[::-1]:
         if line.startswith("{"):
             return json.loads(line)
-    print(f"{what} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
-    return None
+    if result.returncode < 0:
+        try:
+            status = f"killed by {signal.Signals(-result.returncode).name}"
+        except ValueError:
+            status = f"killed by signal {-result.returncode}"
+    else:
+        status = f"exit status {result.returncode}"
+    again = retry_on_signal and result.returncode < 0
+    print(f"{what} failed ({status}){', running it once more' if again else ''}:\n{result.stderr[-2000:]}",
+          file=sys.stderr)
+    return run_worker(cmd, what, retry_on_signal=False) if again else None
 
 
 def combine_rounds(results: list[dict]) -> dict | None:

@@ -10,6 +10,8 @@ Jittor version that fixes it becomes the minimum.
 * :func:`matmul_per_image` -- batched (3-D) matmuls run single-threaded.
 * :func:`reindex` -- ``>`` in ``reindex`` index expressions fails to compile.
 * :func:`restore_sigint` -- Jittor's SIGINT handler exits the process.
+* :func:`restore_sigchld` -- Jittor's SIGCHLD handler exits the process when
+  any child process dies by a signal.
 * :func:`exit_now` -- after Ctrl-C, Jittor's compile pool can hang the exit and
   its SIGCHLD handler turns the status into 1.
 
@@ -30,7 +32,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-__all__ = ["materialize", "ChannelDropout", "matmul_per_image", "reindex", "restore_sigint",
+__all__ = ["materialize", "ChannelDropout", "matmul_per_image", "reindex", "restore_sigint", "restore_sigchld",
            "exit_now"]
 
 
@@ -101,6 +103,20 @@ def restore_sigint() -> None:
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def restore_sigchld() -> None:
+    """Let child processes die without ending this one (call it before running subprocesses).
+
+    Jittor 1.3.11 installs a C handler for SIGCHLD at import (meant for its
+    data-loader workers) that prints "Caught SIGCHLD. Maybe out of memory"
+    and exits at once whenever any child is killed by a signal other than
+    SIGTERM. A process that runs other programs and reports their failures
+    (the benchmark runners) would die instead, and the child's own error
+    output would never be shown.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def exit_now(status: int) -> None:

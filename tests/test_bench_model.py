@@ -102,3 +102,22 @@ def test_versus_pytorch_end_to_end(tmp_path):
         ratios = [a / b for a, b in zip(row["jittor"]["ms_rounds"], row["torch"]["ms_rounds"])]
         assert row["time_ratio"] == pytest.approx(sum(ratios) / 2)  # the median of two rounds' ratios
     assert "time ratio" in result.stdout
+
+
+def test_a_crashed_worker_is_reported_and_the_runner_goes_on():
+    # Jittor's SIGCHLD handler would end the runner at the crash, before any report
+    code = ("import sys; import jittor_env, jittor; from bench_common import run_worker; "
+            "r = run_worker([sys.executable, '-c', 'import sys, os; sys.stderr.write(\"boom\\\\n\"); os.abort()'], "
+            "'the worker'); print('runner alive', r)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "benchmarks")])})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "runner alive None" in result.stdout
+    assert result.stderr.count("the worker failed (killed by SIGABRT), running it once more:\nboom") == 1
+    assert result.stderr.count("the worker failed (killed by SIGABRT):\nboom") == 1  # the second crash ends it
+
+
+def test_a_worker_that_exits_with_an_error_is_reported_once(capsys):
+    from bench_common import run_worker
+    assert run_worker([sys.executable, "-c", "import sys; sys.exit('no such preset')"], "the worker") is None
+    assert capsys.readouterr().err == "the worker failed (exit status 1):\nno such preset\n\n"
