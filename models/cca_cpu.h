@@ -42,9 +42,9 @@ constexpr int kRowGroup = 6;       // map: row tiles per task
 // Register tiles, sized to the vector register file (32 registers with
 // AVX-512, 16 with AVX2): map column part rows x channels, weight column part
 // rows x positions, row parts scalars x vectors. The AVX-512 numbers were
-// measured with benchmarks/bench_cca_tiles.py on AMD EPYC family 25 (Zen 4;
-// the column-part sizes also on Intel Xeon and Zen 5 with the earlier
-// kernels); the AVX2 ones are sized to 16 registers, not measured.
+// measured with benchmarks/bench_cca_tiles.py on AMD EPYC family 25 (Zen 4)
+// and Intel Xeon family 6 model 167 (no other tiling measurably faster on
+// either); the AVX2 ones are sized to 16 registers, not measured.
 // CCA_TILES (6 numbers, defined before this header) overrides them.
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
