@@ -14,6 +14,15 @@ import time, and only where the user has not set them already:
   handling is left alone.
 * Not started by ``mpirun``: ``use_mpi=0``, which skips compiling the MPI
   module at every import.
+* Op compile threads: one per CPU core this process may use
+  (``use_parallel_op_compiler``; Jittor 1.3.11 starts up to 16, one per 3 GB
+  of memory, however few the cores). More threads than cores compile no
+  faster (the demo from an empty op cache on 2 cores: 120 s with 2 threads,
+  123 s with Jittor's 8), and fewer concurrent threads give Jittor 1.3.11's
+  parallel compiler fewer chances of the failures seen in fresh-cache test
+  runs (a compile thread's segfault; once a convolution-gradient op generated
+  with an empty dtype in its key), which look like races between its threads
+  (not proven: neither reproduces on demand).
 * Jittor's information lines (``[i ...]``) are hidden (``log_silent=1``)
   unless the script is run with ``--verbose`` (or ``log_silent`` is set).
 * ``--gpu 0,1,..`` on a script's command line (the official CCNet's flag)
@@ -88,6 +97,13 @@ def _command_line(env) -> None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
 
 
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def configure() -> None:
     """Set Jittor's import-time variables for this machine (idempotent)."""
     if "jittor" in sys.modules:
@@ -102,6 +118,7 @@ def configure() -> None:
         env["use_mkl"] = "0"
         print("warning: oneDNN not found (run scripts/setup.sh, which links Debian's libdnnl-dev); "
               "CPU convolutions will be slow", file=sys.stderr)
+    env.setdefault("use_parallel_op_compiler", str(_usable_cores()))
     if "OMPI_COMM_WORLD_SIZE" not in env:
         if "use_mpi" not in env:
             env["use_mpi"] = "0"

@@ -5,12 +5,13 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHOW = "import jittor_env, os, json; print(json.dumps({k: os.environ.get(k) for k in ('nvcc_path', 'use_mpi', 'use_mkl')}))"
+NAMES = ("nvcc_path", "use_mpi", "use_mkl", "use_parallel_op_compiler")
+SHOW = f"import jittor_env, os, json; print(json.dumps({{k: os.environ.get(k) for k in {NAMES}}}))"
 
 
 def run(env_changes):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("nvcc_path", "use_mpi", "use_mkl", "OMPI_COMM_WORLD_SIZE", "CCNET_JITTOR_ENV_USE_MPI")}
+           if k not in (*NAMES, "OMPI_COMM_WORLD_SIZE", "CCNET_JITTOR_ENV_USE_MPI")}
     env.update(env_changes)
     out = subprocess.run([sys.executable, "-c", SHOW], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1]), env
@@ -38,3 +39,14 @@ def test_mpirun_started_from_a_configured_process_gets_mpi_back():
     out = subprocess.run([sys.executable, "-c", SHOW], cwd=ROOT, env=child_env, capture_output=True, text=True,
                          check=True)
     assert '"use_mpi": null' in out.stdout
+
+
+def test_one_compile_thread_per_usable_core_unless_the_user_says():
+    values, env = run({})
+    assert values["use_parallel_op_compiler"] == str(len(os.sched_getaffinity(0)))
+    code = "import jittor_env, jittor as jt; print(jt.flags.use_parallel_op_compiler)"
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1"  # Jittor itself took it, from one allowed core
+    values, _ = run({"use_parallel_op_compiler": "5"})
+    assert values["use_parallel_op_compiler"] == "5"
