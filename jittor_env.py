@@ -22,7 +22,9 @@ import time, and only where the user has not set them already:
   parallel compiler fewer chances of the failures seen in fresh-cache test
   runs (a compile thread's segfault; once a convolution-gradient op generated
   with an empty dtype in its key), which look like races between its threads
-  (not proven: neither reproduces on demand).
+  (not proven: neither reproduces on demand). Fewer is not none: with 2
+  threads one such crash was still seen, so the tests use 1
+  (``tests/conftest.py``).
 * Jittor's information lines (``[i ...]``) are hidden (``log_silent=1``)
   unless the script is run with ``--verbose`` (or ``log_silent`` is set).
 * ``--gpu 0,1,..`` on a script's command line (the official CCNet's flag)

@@ -131,7 +131,7 @@ def exit_now(status: int) -> None:
     this one keeps our message and status. The run's files are closed by then
     and every checkpoint is written atomically, so nothing is lost.
     """
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    restore_sigchld()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
