@@ -32,12 +32,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <vector>
 
 namespace cca_cpu {
 
 constexpr int kChannelGroup = 16;  // map: channels of V kept in L2 by one task
 constexpr int kRowGroup = 6;       // map: row tiles per task
+constexpr int kWeightChannels = 64;  // weight: channels per block of the column part (32, 128: 2-5% slower)
 
 // Register tiles, sized to the vector register file (32 registers with
 // AVX-512, 16 with AVX2): map column part rows x channels, weight column part
@@ -134,7 +134,7 @@ inline void vector_vector_tile(Lanes<T, FULL> lanes, const T* const* x, long lon
   }
 }
 
-// Scratch memory aligned for vectors (std::vector<vec> is not, before C++17).
+// Scratch memory aligned for vectors (a std::vector of vectors is not, before C++17).
 template <typename V>
 struct AlignedBuffer {
   V* data = nullptr;
@@ -151,80 +151,122 @@ struct AlignedBuffer {
 // Column slot of pixel (j, x) in the attention of pixel (y, x), j != y.
 static inline long long col_slot(int j, int y, int W) { return W + j - (j > y); }
 
-// E = weight(P, Q); P, Q: [B, C, H, W], E: [B, H+W-1, H, W].
+// Row part of weight for image b, row y: E[i, y, :] = sum_c Q[c, y, i] * P[c, y, :].
+// The rows y of P and Q (one per channel, HW apart) are first copied next to
+// each other into rows_p, rows_q [C, W], so that the tiles read them
+// sequentially. (The row and column parts are separate functions, not
+// inlined: in one function GCC spills the accumulators of the tiles.)
 template <typename T, bool FULL>
-void weight_lanes(const T* P, const T* Q, T* E, int B, int C, int H, int W) {
+__attribute__((noinline)) void weight_row(const T* Pb, const T* Qb, T* Eb, int C, int H, int W, int y, T* rows_p,
+                                          T* rows_q) {
   typedef Lanes<T, FULL> Ln;
   typedef typename Ln::vec vec;
-  const int VL = Ln::size, nxv = vector_count(W, VL);
-  const int NS = kRowScalars, NV = kRowVectors, YB = kWeightRows, JB = kWeightPositions;
+  const int VL = Ln::size, nxv = vector_count(W, VL), NS = kRowScalars, NV = kRowVectors;
   const Ln lanes{FULL ? VL : W};
+  const long long HW = (long long)H * W;
+  for (int c = 0; c < C; ++c) {
+    std::memcpy(rows_p + (size_t)c * W, Pb + c * HW + y * W, W * sizeof(T));
+    std::memcpy(rows_q + (size_t)c * W, Qb + c * HW + y * W, W * sizeof(T));
+  }
+  for (int i0 = 0; i0 < W; i0 += NS) {
+    const T* s[NS];
+    for (int t = 0; t < NS; ++t) s[t] = rows_q + std::min(i0 + t, W - 1);  // clamped: computed, not stored
+    for (int k0 = 0; k0 < nxv; k0 += NV) {
+      int xs[NV];
+      for (int k = 0; k < NV; ++k) xs[k] = vector_x(std::min(k0 + k, nxv - 1), W, VL);
+      vec acc[NS][NV] = {};
+      scalar_vector_tile<NS, NV>(lanes, s, W, rows_p, W, xs, C, acc);
+      for (int t = 0; t < NS && i0 + t < W; ++t)
+        for (int k = 0; k < NV && k0 + k < nxv; ++k) lanes.store(Eb + (i0 + t) * HW + y * W + xs[k], acc[t][k]);
+    }
+  }
+}
+
+// One block of channels of the column part of weight (below): the products
+// of the packed rows of P and Q [H, KC] over their first kc channels, added to
+// sums [H, H] (ADD) or, when the block holds all channels, stored in E. (Two
+// functions, not one with a branch: GCC then spills the accumulators.)
+template <typename T, bool FULL, bool ADD>
+__attribute__((noinline)) void weight_column_block(const typename Lanes<T, FULL>::vec* packed_p,
+                                                   const typename Lanes<T, FULL>::vec* packed_q, int KC, int kc,
+                                                   int H, int W, int x0, typename Lanes<T, FULL>::vec* sums, T* Eb) {
+  typedef Lanes<T, FULL> Ln;
+  typedef typename Ln::vec vec;
+  const int VL = Ln::size, YB = kWeightRows, JB = kWeightPositions;
+  const Ln lanes{FULL ? VL : W};
+  const long long HW = (long long)H * W;
+  for (int j0 = 0; j0 < H; j0 += JB) {
+    const T* q[JB];
+    for (int t = 0; t < JB; ++t) q[t] = (const T*)&packed_q[(size_t)std::min(j0 + t, H - 1) * KC];  // clamped: computed, not stored
+    for (int y0 = 0; y0 < H; y0 += YB) {
+      const T* p[YB];
+      for (int r = 0; r < YB; ++r) p[r] = (const T*)&packed_p[(size_t)std::min(y0 + r, H - 1) * KC];  // clamped rows: computed, not stored
+      vec acc[YB][JB] = {};
+      vector_vector_tile<YB, JB>(lanes, p, VL, q, VL, kc, acc);
+      for (int r = 0; r < YB && y0 + r < H; ++r)
+        for (int t = 0; t < JB && j0 + t < H; ++t) {
+          const int y = y0 + r, j = j0 + t;
+          if (ADD) sums[(size_t)y * H + j] += acc[r][t];
+          else if (j != y) lanes.store(Eb + col_slot(j, y, W) * HW + y * W + x0, acc[r][t]);
+        }
+    }
+  }
+}
+
+// Column part of weight for image b, the vector of x at x0:
+// E[s(j,y), y, x] = sum_c P[c, y, x] * Q[c, j, x], for each lane a product of
+// [H, C] by [C, H]. The reduction runs over channels, HW apart in P and Q: too
+// far for the hardware prefetcher. So it goes in blocks of kWeightChannels
+// channels: the block's vectors of P and Q are copied in [row][channel] order
+// to packed_p, packed_q [H, KC] (they stay in L2 while the tiles read them
+// sequentially); with more than one block the sums wait in sums [H, H] until
+// the last block is added.
+template <typename T, bool FULL>
+void weight_column(const T* Pb, const T* Qb, T* Eb, int C, int H, int W, int x0,
+                   typename Lanes<T, FULL>::vec* packed_p, typename Lanes<T, FULL>::vec* packed_q,
+                   typename Lanes<T, FULL>::vec* sums) {
+  typedef Lanes<T, FULL> Ln;
+  typedef typename Ln::vec vec;
+  const Ln lanes{FULL ? Ln::size : W};
+  const int KC = std::min(C, kWeightChannels);
+  const long long HW = (long long)H * W;
+  if (C > KC) std::memset((void*)sums, 0, (size_t)H * H * sizeof(vec));
+  for (int c0 = 0; c0 < C; c0 += KC) {
+    const int kc = std::min(KC, C - c0);
+    for (int c = 0; c < kc; ++c)
+      for (int y = 0; y < H; ++y) packed_p[(size_t)y * KC + c] = lanes.load(Pb + (c0 + c) * HW + y * W + x0);
+    for (int c = 0; c < kc; ++c)
+      for (int y = 0; y < H; ++y) packed_q[(size_t)y * KC + c] = lanes.load(Qb + (c0 + c) * HW + y * W + x0);
+    if (C > KC) weight_column_block<T, FULL, true>(packed_p, packed_q, KC, kc, H, W, x0, sums, Eb);
+    else weight_column_block<T, FULL, false>(packed_p, packed_q, KC, kc, H, W, x0, sums, Eb);
+  }
+  if (C > KC)
+    for (int y = 0; y < H; ++y)
+      for (int j = 0; j < H; ++j)
+        if (j != y) lanes.store(Eb + col_slot(j, y, W) * HW + y * W + x0, sums[(size_t)y * H + j]);
+}
+
+// E = weight(P, Q); P, Q: [B, C, H, W], E: [B, H+W-1, H, W]. Tasks: (image,
+// row) for the row part, then (image, vector of x) for the column part, with
+// the thread's scratch buffers reused across its tasks.
+template <typename T, bool FULL>
+void weight_lanes(const T* P, const T* Q, T* E, int B, int C, int H, int W) {
+  typedef typename Lanes<T, FULL>::vec vec;
+  const int VL = Lanes<T, FULL>::size, nxv = vector_count(W, VL), KC = std::min(C, kWeightChannels);
   const long long HW = (long long)H * W, L = H + W - 1;
 #pragma omp parallel
   {
-    // Row part, tasks (image, row): E[i, y, :] = sum_c Q[c, y, i] * P[c, y, :].
-    // The rows y of P and Q (one per channel, HW apart) are first copied
-    // next to each other, so that the tiles read them sequentially.
     AlignedBuffer<T> rows_p((size_t)C * W), rows_q((size_t)C * W);
 #pragma omp for collapse(2) schedule(dynamic) nowait
     for (int b = 0; b < B; ++b)
-      for (int y = 0; y < H; ++y) {
-        T* Eb = E + b * L * HW;
-        for (int c = 0; c < C; ++c) {
-          std::memcpy(rows_p.data + (size_t)c * W, P + (b * C + c) * HW + y * W, W * sizeof(T));
-          std::memcpy(rows_q.data + (size_t)c * W, Q + (b * C + c) * HW + y * W, W * sizeof(T));
-        }
-        for (int i0 = 0; i0 < W; i0 += NS) {
-          const T* s[NS];
-          for (int t = 0; t < NS; ++t) s[t] = rows_q.data + std::min(i0 + t, W - 1);  // clamped: computed, not stored
-          for (int k0 = 0; k0 < nxv; k0 += NV) {
-            int xs[NV];
-            for (int k = 0; k < NV; ++k) xs[k] = vector_x(std::min(k0 + k, nxv - 1), W, VL);
-            vec acc[NS][NV] = {};
-            scalar_vector_tile<NS, NV>(lanes, s, W, rows_p.data, W, xs, C, acc);
-            for (int t = 0; t < NS && i0 + t < W; ++t)
-              for (int k = 0; k < NV && k0 + k < nxv; ++k) lanes.store(Eb + (i0 + t) * HW + y * W + xs[k], acc[t][k]);
-          }
-        }
-      }
-    // Column part, tasks (image, vector of x): E[s(j,y), y, x] = sum_c P[c, y, x] * Q[c, j, x].
-    // The reduction runs over channels, HW apart in P and Q: too far for the
-    // hardware prefetcher. Each task copies its vector of x of P into
-    // [row][channel] order, and of Q the rows of one tile at a time (they
-    // stay in L2 while all rows of P go by), so that the tiles read both
-    // sequentially. The buffers are the thread's, reused.
-    AlignedBuffer<vec> pbuf((size_t)H * C), qbuf((size_t)JB * C);
-    vec* packed_p = pbuf.data;
-    vec* packed_q = qbuf.data;
+      for (int y = 0; y < H; ++y)
+        weight_row<T, FULL>(P + b * C * HW, Q + b * C * HW, E + b * L * HW, C, H, W, y, rows_p.data, rows_q.data);
+    AlignedBuffer<vec> packed_p((size_t)H * KC), packed_q((size_t)H * KC), sums(C > KC ? (size_t)H * H : 1);
 #pragma omp for collapse(2) schedule(dynamic)
     for (int b = 0; b < B; ++b)
-      for (int xv = 0; xv < nxv; ++xv) {
-        const T* Pb = P + b * C * HW;
-        const T* Qb = Q + b * C * HW;
-        T* Eb = E + b * L * HW;
-        const int x0 = vector_x(xv, W, VL);
-        for (int c = 0; c < C; ++c)
-          for (int y = 0; y < H; ++y) packed_p[(size_t)y * C + c] = lanes.load(Pb + c * HW + y * W + x0);
-        for (int j0 = 0; j0 < H; j0 += JB) {
-          const T* q[JB];
-          for (int t = 0; t < JB; ++t) {
-            const int j = std::min(j0 + t, H - 1);  // clamped: computed, not stored
-            for (int c = 0; c < C; ++c) packed_q[(size_t)t * C + c] = lanes.load(Qb + c * HW + j * W + x0);
-            q[t] = (const T*)&packed_q[(size_t)t * C];
-          }
-          for (int y0 = 0; y0 < H; y0 += YB) {
-            const T* p[YB];
-            for (int r = 0; r < YB; ++r) p[r] = (const T*)&packed_p[(size_t)std::min(y0 + r, H - 1) * C];  // clamped rows: computed, not stored
-            vec acc[YB][JB] = {};
-            vector_vector_tile<YB, JB>(lanes, p, VL, q, VL, C, acc);
-            for (int r = 0; r < YB && y0 + r < H; ++r)
-              for (int t = 0; t < JB && j0 + t < H; ++t) {
-                const int y = y0 + r, j = j0 + t;
-                if (j != y) lanes.store(Eb + col_slot(j, y, W) * HW + y * W + x0, acc[r][t]);
-              }
-          }
-        }
-      }
+      for (int xv = 0; xv < nxv; ++xv)
+        weight_column<T, FULL>(P + b * C * HW, Q + b * C * HW, E + b * L * HW, C, H, W, vector_x(xv, W, VL),
+                               packed_p.data, packed_q.data, sums.data);
   }
 }
 
@@ -234,13 +276,84 @@ void weight(const T* P, const T* Q, T* E, int B, int C, int H, int W) {
   else weight_lanes<T, false>(P, Q, E, B, C, H, W);
 }
 
+// Row part of map for one task: nc channels of V (Vg, HW apart) and the ny
+// rows from y_begin: scratch[c][r][:] = sum_i V[c, y, i] * R[y, i, :] with
+// y = y_begin + r, R the row part of A in [y][i][x] order; tiles of channels
+// x vectors.
+template <typename T, bool FULL>
+__attribute__((noinline)) void map_rows(const T* R, const T* Vg, int nc, int ny, int y_begin, int H, int W,
+                                        T* scratch) {
+  typedef Lanes<T, FULL> Ln;
+  typedef typename Ln::vec vec;
+  const int VL = Ln::size, nxv = vector_count(W, VL), NS = kRowScalars, NV = kRowVectors;
+  const Ln lanes{FULL ? VL : W};
+  const long long HW = (long long)H * W;
+  for (int r = 0; r < ny; ++r) {
+    const int y = y_begin + r;
+    for (int c0 = 0; c0 < nc; c0 += NS) {
+      const T* s[NS];
+      for (int t = 0; t < NS; ++t) s[t] = Vg + std::min(c0 + t, nc - 1) * HW + y * W;  // clamped: computed, not stored
+      for (int k0 = 0; k0 < nxv; k0 += NV) {
+        int xs[NV];
+        for (int k = 0; k < NV; ++k) xs[k] = vector_x(std::min(k0 + k, nxv - 1), W, VL);
+        vec acc[NS][NV] = {};
+        scalar_vector_tile<NS, NV>(lanes, s, 1, R + (size_t)y * W * W, W, xs, W, acc);
+        for (int t = 0; t < NS && c0 + t < nc; ++t)
+          for (int k = 0; k < NV && k0 + k < nxv; ++k) lanes.store(scratch + ((c0 + t) * ny + r) * W + xs[k], acc[t][k]);
+      }
+    }
+  }
+}
+
+// Column part of map for one task, added to the row part (scratch) on the
+// way to O: O[c, y, x] = scratch[c][r][x] + sum_j V[c, j, x] * col[y, j] at x,
+// tiles of rows x channels. For each vector of x, the task's channels of V
+// are first copied to packed_v [nc, H]: aligned, so that the tiles read one
+// cache line per vector instead of two, and read by all the task's rows.
+template <typename T, bool FULL>
+__attribute__((noinline)) void map_columns(const typename Lanes<T, FULL>::vec* col, const T* Vg, T* Og, int nc,
+                                           int ny, int y_begin, int H, int W, const T* scratch,
+                                           typename Lanes<T, FULL>::vec* packed_v) {
+  typedef Lanes<T, FULL> Ln;
+  typedef typename Ln::vec vec;
+  const int VL = Ln::size, nxv = vector_count(W, VL), YB = kMapRows, CB = kMapChannels;
+  const Ln lanes{FULL ? VL : W};
+  const long long HW = (long long)H * W;
+  for (int xv = 0; xv < nxv; ++xv) {
+    const int x0 = vector_x(xv, W, VL);
+    for (int c = 0; c < nc; ++c)
+      for (int j = 0; j < H; ++j) packed_v[(size_t)c * H + j] = lanes.load(Vg + c * HW + j * W + x0);
+    for (int r0 = 0; r0 < ny; r0 += YB) {
+      const T* a[YB];
+      int rs[YB];
+      for (int r = 0; r < YB; ++r) {
+        rs[r] = std::min(r0 + r, ny - 1);  // clamped: computed, not stored
+        a[r] = (const T*)(col + ((size_t)xv * H + y_begin + rs[r]) * H);
+      }
+      for (int c0 = 0; c0 < nc; c0 += CB) {
+        const T* v[CB];
+        int cs[CB];
+        for (int t = 0; t < CB; ++t) {
+          cs[t] = std::min(c0 + t, nc - 1);  // clamped: computed, not stored
+          v[t] = (const T*)(packed_v + (size_t)cs[t] * H);
+        }
+        vec acc[YB][CB];
+        for (int r = 0; r < YB; ++r)
+          for (int t = 0; t < CB; ++t) acc[r][t] = lanes.load(scratch + (cs[t] * ny + rs[r]) * W + x0);
+        vector_vector_tile<YB, CB>(lanes, a, VL, v, VL, H, acc);
+        for (int t = 0; t < CB && c0 + t < nc; ++t)
+          for (int r = 0; r < YB && r0 + r < ny; ++r) lanes.store(Og + (c0 + t) * HW + (y_begin + r0 + r) * W + x0, acc[r][t]);
+      }
+    }
+  }
+}
+
 // O = map<TRANSPOSED>(A, V); A: [B, H+W-1, H, W], V, O: [B, C, H, W].
 template <typename T, bool TRANSPOSED, bool FULL>
 void map_lanes(const T* A, const T* V, T* O, int B, int C, int H, int W) {
   typedef Lanes<T, FULL> Ln;
   typedef typename Ln::vec vec;
   const int VL = Ln::size, nxv = vector_count(W, VL);
-  const int NS = kRowScalars, NV = kRowVectors, YB = kMapRows, CB = kMapChannels;
   const Ln lanes{FULL ? VL : W};
   const long long HW = (long long)H * W, L = H + W - 1;
   // Column part of A, copied once in the order the tiles read it:
@@ -262,82 +375,40 @@ void map_lanes(const T* A, const T* V, T* O, int B, int C, int H, int W) {
         for (int xv = 0; xv < nxv; ++xv) dst[(size_t)xv * H * H] = lanes.load(src + vector_x(xv, W, VL));
       }
     }
-  // Row part of A in [i, y, x] order: A itself, or for the transpose a copy
-  // with A[x, y, i] moved to [i, y, x].
-  std::vector<T> transposed;
-  const T* R = A;
-  long long r_batch = L * HW;
-  if (TRANSPOSED) {
-    transposed.resize((size_t)B * W * HW);
+  // Row part of A, copied in [y][i][x] order (the W x W weights of row y
+  // next to each other, read sequentially by the tiles): rows[b][y][i][x] is
+  // A[b, i, y, x], or for the transpose A[b, x, y, i].
+  AlignedBuffer<T> rowbuf((size_t)B * H * W * W);
+  T* rows = rowbuf.data;
 #pragma omp parallel for collapse(2)
-    for (int b = 0; b < B; ++b)
-      for (int y = 0; y < H; ++y)
-        for (int i = 0; i < W; ++i)
-          for (int x = 0; x < W; ++x)
-            transposed[(size_t)b * W * HW + i * HW + y * W + x] = A[b * L * HW + x * HW + y * W + i];
-    R = transposed.data();
-    r_batch = W * HW;
-  }
-  // Tasks: (image, group of channels, group of rows). A group of channels of
-  // V (kChannelGroup x H x W) stays in L2 while the group's rows go by. For
-  // each tile of rows, the row part goes to a scratch tile [channel][row][x],
-  // and the column part adds it on the way to O (the overlapping last vector
-  // of x cannot accumulate in O itself).
-  const int CG = kChannelGroup, YG = kRowGroup * YB;
+  for (int b = 0; b < B; ++b)
+    for (int y = 0; y < H; ++y) {
+      const T* Ab = A + b * L * HW + y * W;
+      T* dst = rows + ((size_t)b * H + y) * W * W;
+      for (int i = 0; i < W; ++i)
+        if (TRANSPOSED)
+          for (int x = 0; x < W; ++x) dst[x * W + i] = Ab[i * HW + x];
+        else
+          std::memcpy(dst + (size_t)i * W, Ab + i * HW, W * sizeof(T));
+    }
+  // Tasks: (image, group of channels, group of rows), with the thread's
+  // scratch buffers reused across its tasks (see map_rows, map_columns).
+  const int CG = kChannelGroup, YG = kRowGroup * kMapRows;
   const int ncg = (C + CG - 1) / CG, nyg = (H + YG - 1) / YG;
 #pragma omp parallel
   {
-    AlignedBuffer<T> scratch((size_t)CG * YB * W);
+    AlignedBuffer<T> scratch((size_t)CG * YG * W);
+    AlignedBuffer<vec> packed_v((size_t)CG * H);
 #pragma omp for collapse(3) schedule(dynamic)
     for (int b = 0; b < B; ++b)
       for (int cg = 0; cg < ncg; ++cg)
         for (int yg = 0; yg < nyg; ++yg) {
-          const T* Rb = R + b * r_batch;
-          const T* Vb = V + b * C * HW;
-          T* Ob = O + b * C * HW;
-          const int c_begin = cg * CG, c_end = std::min(C, c_begin + CG);
-          const int y_end = std::min(H, (yg + 1) * YG);
-          for (int y0 = yg * YG; y0 < y_end; y0 += YB) {
-            int ys[YB];
-            for (int r = 0; r < YB; ++r) ys[r] = std::min(y0 + r, y_end - 1);  // clamped: computed, not stored
-            const int ny = std::min(YB, y_end - y0);
-            // Row part: sum_i V[c, y, i] * R[i, y, :], tiles of channels x vectors.
-            for (int r = 0; r < ny; ++r)
-              for (int c0 = c_begin; c0 < c_end; c0 += NS) {
-                const T* s[NS];
-                for (int t = 0; t < NS; ++t) s[t] = Vb + std::min(c0 + t, c_end - 1) * HW + ys[r] * W;
-                for (int k0 = 0; k0 < nxv; k0 += NV) {
-                  int xs[NV];
-                  for (int k = 0; k < NV; ++k) xs[k] = vector_x(std::min(k0 + k, nxv - 1), W, VL);
-                  vec acc[NS][NV] = {};
-                  scalar_vector_tile<NS, NV>(lanes, s, 1, Rb + ys[r] * W, HW, xs, W, acc);
-                  for (int t = 0; t < NS && c0 + t < c_end; ++t)
-                    for (int k = 0; k < NV && k0 + k < nxv; ++k)
-                      lanes.store(scratch.data + ((c0 + t - c_begin) * YB + r) * W + xs[k], acc[t][k]);
-                }
-              }
-            // Column part: + sum_j V[c, j, x] * col[y, j], tiles of rows x channels.
-            for (int xv = 0; xv < nxv; ++xv) {
-              const int x0 = vector_x(xv, W, VL);
-              const T* a[YB];
-              for (int r = 0; r < YB; ++r) a[r] = (const T*)(col + (((size_t)b * nxv + xv) * H + ys[r]) * H);
-              for (int c0 = c_begin; c0 < c_end; c0 += CB) {
-                const T* v[CB];
-                int cs[CB];
-                for (int t = 0; t < CB; ++t) {
-                  cs[t] = std::min(c0 + t, c_end - 1) - c_begin;  // clamped: computed, not stored
-                  v[t] = Vb + (c_begin + cs[t]) * HW + x0;
-                }
-                vec acc[YB][CB];
-                for (int r = 0; r < YB; ++r)
-                  for (int t = 0; t < CB; ++t)
-                    acc[r][t] = lanes.load(scratch.data + (cs[t] * YB + std::min(r, ny - 1)) * W + x0);
-                vector_vector_tile<YB, CB>(lanes, a, VL, v, W, H, acc);
-                for (int t = 0; t < CB && c0 + t < c_end; ++t)
-                  for (int r = 0; r < ny; ++r) lanes.store(Ob + (c0 + t) * HW + ys[r] * W + x0, acc[r][t]);
-              }
-            }
-          }
+          const int c_begin = cg * CG, nc = std::min(C, c_begin + CG) - c_begin;
+          const int y_begin = yg * YG, ny = std::min(H, y_begin + YG) - y_begin;
+          const T* Vg = V + (b * C + c_begin) * HW;
+          map_rows<T, FULL>(rows + (size_t)b * H * W * W, Vg, nc, ny, y_begin, H, W, scratch.data);
+          map_columns<T, FULL>(col + (size_t)b * nxv * H * H, Vg, O + (b * C + c_begin) * HW, nc, ny, y_begin, H,
+                               W, scratch.data, packed_v.data);
         }
   }
 }

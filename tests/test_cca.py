@@ -49,6 +49,16 @@ def test_forward_matches_numpy_and_reference(shape):
                                    rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 135, 13, 20), (2, 130, 7, 5)])
+def test_weight_over_several_channel_blocks_matches_numpy(shape, dtype):
+    """The CPU kernel sums the column part of weight in blocks of 64 channels (the last one shorter)."""
+    q, k, _ = inputs(shape, seed=9, dtype=dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    got = ca_weight(jt.array(q), jt.array(k)).numpy()
+    np.testing.assert_allclose(got, np_ca_weight(q.astype(np.float64), k.astype(np.float64)), rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("shape", [(2, 9, 13, 20), (1, 3, 5, 37), (1, 4, 17, 3)])
 def test_forward_float32_kernel_matches_reference(shape):
     q, k, v = inputs(shape, seed=1, dtype=np.float32)
@@ -164,6 +174,22 @@ def test_gradients_match_reference_autograd_float32(shape):
     for got, want in zip(grads["kernel"], grads["reference"]):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 29, 18), (2, 2, 27, 6)])
+def test_gradients_over_several_channel_and_row_groups_match_reference_float64(shape):
+    """The CPU map splits its work into groups of 16 channels and 24 rows; 37 value channels, H above 24."""
+    q, k, v = inputs(shape, seed=10, value_channels=37)
+    w = np.random.default_rng(11).standard_normal(v.shape)
+    results = {}
+    for impl in ("kernel", "reference"):
+        jq, jk, jv = jt.array(q), jt.array(k), jt.array(v)
+        out = criss_cross_attention(jq, jk, jv, impl=impl)
+        results[impl] = [out.numpy()] + [g.numpy() for g in jt.grad((out * jt.array(w)).sum(), [jq, jk, jv])]
+    np.testing.assert_allclose(results["kernel"][0], np_ca_map(np_softmax(np_ca_weight(q, k), axis=1), v),
+                               rtol=1e-12, atol=1e-12)
+    for got, want in zip(results["kernel"], results["reference"]):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 # -- module and errors ----------------------------------------------------------
