@@ -240,9 +240,9 @@ void weight_column(const T* Pb, const T* Qb, T* Eb, int C, int H, int W, int x0,
     if (C > KC) weight_column_block<T, FULL, true>(packed_p, packed_q, KC, kc, H, W, x0, sums, Eb);
     else weight_column_block<T, FULL, false>(packed_p, packed_q, KC, kc, H, W, x0, sums, Eb);
   }
-  if (C > KC)
-    for (int y = 0; y < H; ++y)
-      for (int j = 0; j < H; ++j)
+  if (C > KC)  // j outer: for one j, E is written along rows y of two slots
+    for (int j = 0; j < H; ++j)
+      for (int y = 0; y < H; ++y)
         if (j != y) lanes.store(Eb + col_slot(j, y, W) * HW + y * W + x0, sums[(size_t)y * H + j]);
 }
 
