@@ -35,7 +35,7 @@
 
 namespace cca_cpu {
 
-constexpr int kChannelGroup = 16;  // map: channels of V kept in L2 by one task
+constexpr int kChannelGroup = 18;  // map: channels of V kept in L2 by one task (a multiple of the 6 row-part scalars)
 constexpr int kRowGroup = 6;       // map: row tiles per task
 constexpr int kWeightChannels = 64;  // weight: channels per block of the column part (32, 128: 2-5% slower)
 

@@ -178,7 +178,7 @@ def test_gradients_match_reference_autograd_float32(shape):
 
 @pytest.mark.parametrize("shape", [(1, 3, 29, 18), (2, 2, 27, 6)])
 def test_gradients_over_several_channel_and_row_groups_match_reference_float64(shape):
-    """The CPU map splits its work into groups of 16 channels and 24 rows; 37 value channels, H above 24."""
+    """The CPU map splits its work into groups of 18 channels and 24 rows; 37 value channels, H above 24."""
     q, k, v = inputs(shape, seed=10, value_channels=37)
     w = np.random.default_rng(11).standard_normal(v.shape)
     results = {}
