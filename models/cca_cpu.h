@@ -43,8 +43,10 @@ constexpr int kWeightChannels = 64;  // weight: channels per block of the column
 // AVX-512, 16 with AVX2): map column part rows x channels, weight column part
 // rows x positions, row parts scalars x vectors. The AVX-512 numbers were
 // measured with benchmarks/bench_cca_tiles.py on AMD EPYC family 25 (Zen 4)
-// and Intel Xeon family 6 model 167 (no other tiling measurably faster on
-// either); the AVX2 ones are sized to 16 registers, not measured.
+// and Intel Xeon family 6 model 167 (no other tiling faster by more than the
+// machines' drift; map 4x6 came to 0.96x on the Xeon once map's channel
+// groups became 18, a candidate); the AVX2 ones are sized to 16 registers,
+// not measured.
 // CCA_TILES (6 numbers, defined before this header) overrides them.
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
