@@ -44,9 +44,9 @@ constexpr int kWeightChannels = 64;  // weight: channels per block of the column
 // rows x positions, row parts scalars x vectors. The AVX-512 numbers were
 // measured with benchmarks/bench_cca_tiles.py on AMD EPYC family 25 (Zen 4)
 // and Intel Xeon family 6 model 167 (no other tiling faster by more than the
-// machines' drift; map 4x6 came to 0.96x on the Xeon once map's channel
-// groups became 18, a candidate); the AVX2 ones are sized to 16 registers,
-// not measured.
+// machines' drift; on the Xeon map 4x6 came to 0.96x in the sweep, 0.99x
+// head to head over 5 rounds); the AVX2 ones are sized to 16 registers, not
+// measured.
 // CCA_TILES (6 numbers, defined before this header) overrides them.
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
