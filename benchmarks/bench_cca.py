@@ -38,8 +38,8 @@ import subprocess
 import sys
 import time
 
-from bench_common import (cca_inputs, combine_rounds, cpu_model, fma_peak_gflops, median_ratio, rss_kb, run_worker, torch_bmm, torch_einsum,
-                          write_record)
+from bench_common import (cca_inputs, check_json_option, combine_rounds, cpu_model, fma_peak_gflops, median_ratio, rss_kb,
+                          run_worker, torch_bmm, torch_einsum, write_record)
 IMPLS = ("jittor-kernel", "jittor-reference", "torch-bmm", "torch-einsum")
 CHECK_SHAPE = (2, 16, 5, 7)
 
@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", choices=IMPLS + ("peak",), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("fwd", "fwd+bwd"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    check_json_option(parser, args.json)
     if args.worker == "peak":
         print(json.dumps(fma_peak_gflops()))
         return 0

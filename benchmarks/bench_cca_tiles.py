@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 
-from bench_common import cca_inputs, combine_rounds, cpu_model, median_ratio, run_worker, write_record
+from bench_common import check_json_option, cca_inputs, combine_rounds, cpu_model, median_ratio, run_worker, write_record
 
 #: map rows, map channels, weight rows, weight positions, row-part scalars, row-part vectors;
 #: the first is the AVX-512 default.
@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write all numbers to this file")
     parser.add_argument("--worker", type=_parse_tiles, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    check_json_option(parser, args.json)
     if args.rounds < 1 or args.repeat < 1 or args.warmup < 0 or min(args.shape) < 1:
         parser.error("--rounds, --repeat and the shape must be at least 1, --warmup at least 0")
     if args.worker:

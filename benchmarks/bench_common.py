@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from pretrained.io import write_json  # noqa: E402  (after the path)
+from pretrained.io import OutputError, check_output_file, write_json  # noqa: E402  (after the path)
 
 __all__ = ["ROOT", "rss_kb", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm", "torch_einsum",
            "fma_peak_gflops", "combine_rounds", "median_ratio"]
@@ -88,6 +88,15 @@ def fma_peak_gflops(runs: int = 3) -> dict:
         out = jt.code((3,), "float32", [], cpu_header="#include <omp.h>", cpu_src=_FMA_PEAK_SRC).numpy()
         best, threads = max(best, float(out[0])), int(out[1])
     return {"gflops": best, "threads": threads}
+
+
+def check_json_option(parser, path: str | None) -> None:
+    """Before any measuring: stop with ``parser.error`` if ``--json`` names a file that cannot be written."""
+    if path:
+        try:
+            check_output_file(path, "--json")
+        except OutputError as exc:
+            parser.error(str(exc))
 
 
 def write_record(path: str, record: dict) -> None:

@@ -54,7 +54,7 @@ import statistics
 import sys
 import time
 
-from bench_common import cpu_model, rss_kb, run_worker, write_record
+from bench_common import check_json_option, cpu_model, rss_kb, run_worker, write_record
 
 BLOCKS = ("rcca", "nonlocal", "nonlocal-wang")
 MODES = ("fwd", "fwd+bwd")
@@ -242,6 +242,7 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", choices=BLOCKS, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    check_json_option(parser, args.json)
     flat = args.shapes or [n for s in DEFAULT_SHAPES for n in s]
     if len(flat) % 4:
         parser.error(f"--shapes takes groups of 4 numbers (B C H W), got {len(flat)} numbers")

@@ -48,3 +48,17 @@ def test_tile_sweep_times_each_tiling_and_checks_it_computes_the_same(tmp_path):
     assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["check_max_abs_diff"] < 1e-4
     bad = subprocess.run([sys.executable, script, "--tiles", "8,8,4,6,6,4"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "at most 31" in bad.stderr
+
+
+@pytest.mark.parametrize("script", ["bench_cca.py", "bench_cca_tiles.py", "bench_context.py"])
+def test_an_unwritable_json_is_refused_before_any_measuring(tmp_path, script):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("kept")
+    for target, message in [(blocker / "out.json", "(a file is in the way); choose another --json"),
+                            (tmp_path, "is a folder; give a file name for --json")]:
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--json", str(target)],
+                                capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1].endswith(message), result.stderr[-2000:]
+        assert "round" not in result.stdout  # nothing was timed
+    assert blocker.read_text() == "kept"
