@@ -29,6 +29,12 @@ KNOWN_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryE
                 DatasetError)
 
 
+#: Flags of other segmentation code (not accepted as aliases: only named in the hint) -> ours.
+OTHER_NAMES = {"--save-interval": "--snapshot-interval", "--checkpoint-interval": "--snapshot-interval",
+               "--ckpt-interval": "--snapshot-interval", "--save-freq": "--snapshot-interval",
+               "--save-every": "--snapshot-interval"}
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the description's line breaks (the scripts' docstrings are their help)."""
 
@@ -46,8 +52,15 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def nearest_flag(self, flag: str) -> str:
-        """`` did you mean --x?`` for the closest known flag (hidden aliases included), or ``""``."""
+        """`` did you mean --x?`` for the closest known flag (hidden aliases included), or ``""``.
+
+        Names other toolboxes use for one of our flags go to it first: by
+        spelling, ``--save-interval`` is nearest ``--eval-interval``.
+        """
         name = flag.split("=", 1)[0]
+        meant = OTHER_NAMES.get(name.replace("_", "-"))
+        if meant in self._option_string_actions:
+            return f"; did you mean {meant}?"
         match = difflib.get_close_matches(name, list(self._option_string_actions), n=1, cutoff=0.6)
         return f"; did you mean {match[0]}?" if match else ""
 

@@ -160,7 +160,8 @@ def test_aliases_conflicts_and_nearest_flag(blocks, tmp_path, capsys):
     with pytest.raises(ValueError, match="--start 100: .*--resume"):
         train.options_from_args(parse(["--start", "100"]))
     for bad, hint in (("--num-step", "--num-steps"), ("--learning_rate", "--learning-rate"),
-                      ("--ohem-thersh", "--ohem-thresh"), ("--ouput-dir", "--output-dir")):
+                      ("--ohem-thersh", "--ohem-thresh"), ("--ouput-dir", "--output-dir"),
+                      ("--save-interval", "--snapshot-interval"), ("--checkpoint_interval", "--snapshot-interval")):
         with pytest.raises(SystemExit) as exc:
             parse([bad, "1"])
         assert exc.value.code == 2
