@@ -6,7 +6,8 @@ one switch (:func:`set_float16`, set by ``engine.amp`` for ``--amp``):
 
 * :class:`Conv2d` computes in float16 (input and a float16 copy of the
   float32 master weight; the gradient flows back to the master weight) and
-  hands on float32;
+  hands on float32; otherwise it runs 1x1 and depthwise convolutions on the
+  CPU kernels of :mod:`models.conv`, the rest as Jittor's;
 * BatchNorm (``models.batchnorm``: statistics and normalisation), layer norms, softmax,
   the losses and the criss-cross energies stay in float32: reductions and
   exponentials overflow or lose too much in float16, and the criss-cross
@@ -21,13 +22,15 @@ downstream would get a float32 gradient, which the convolution backward
 (oneDNN, cuDNN) refuses next to a float16 weight. The casts are elementwise
 and fuse into the neighbouring ops.
 
-With the switch off (the default) every layer is exactly Jittor's.
+With the switch off (the default) every layer computes in its input's type.
 """
 from __future__ import annotations
 
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
+
+from models.conv import depthwise_conv, kernel_path, pointwise_conv
 
 __all__ = ["set_float16", "float16_enabled", "compute", "float32", "Conv2d"]
 
@@ -54,10 +57,20 @@ def float32(x: jt.Var) -> jt.Var:
 
 
 class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` that computes in float16 when the switch is on (weights stay float32 masters)."""
+    """``nn.Conv2d`` that computes in float16 when the switch is on (weights stay float32 masters).
+
+    Off, 1x1 and depthwise convolutions run on the CPU kernels of
+    :mod:`models.conv` where :func:`models.conv.kernel_path` allows, the rest
+    as ``nn.Conv2d``.
+    """
 
     def execute(self, x: jt.Var) -> jt.Var:
         if not _FLOAT16[0]:
+            path = kernel_path(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+            if path == "pointwise":
+                return pointwise_conv(x, self.weight, self.bias)
+            if path == "depthwise":
+                return depthwise_conv(x, self.weight, self.bias, self.padding[0], self.dilation[0])
             return super().execute(x)
         bias = None if self.bias is None else self.bias.float16()
         y = nn.conv2d(compute(x), self.weight.float16(), bias, self.stride, self.padding, self.dilation,
