@@ -124,28 +124,32 @@ def bilinear_tables(size: int, out: int, align_corners: bool, dtype: str) -> tup
     return tables
 
 
+# B, C, h, w of the logits (in0), H, W of the target (in1): from the shapes, so that one compiled
+# kernel serves every size.
+_NLL_SIZES = "in0_shape0, in0_shape1, in0_shape2, in0_shape3, in1_shape1, in1_shape2"
+
+
 class _UpsampleNLLSum(jt.Function):
     """Sum over labelled pixels of ``-log softmax(upsample(logits))[target]`` (``upsample_nll_cpu.h``)."""
 
     def execute(self, logits: jt.Var, target: jt.Var, align_corners: bool) -> jt.Var:
-        B, C, h, w = logits.shape
+        h, w = logits.shape[2:]
         H, W = target.shape[1:]
         tables = []
         for size, out in ((h, H), (w, W)):
             lo, weight = bilinear_tables(size, out, align_corners, str(logits.dtype))
             tables += [jt.array(lo), jt.array(weight).cast(logits.dtype)]
         self.saved = (logits, target, tables)
-        self.sizes = f"{B}, {C}, {h}, {w}, {H}, {W}"
         return jt.code((1,), logits.dtype, [logits, target, *tables], cpu_header=_UPSAMPLE_NLL_HEADER,
                        cpu_src=f"upsample_nll::forward<in0_type>(in0_p, in1_p, in2_p, in3_p, in4_p, in5_p, out0_p, "
-                               f"{self.sizes});")
+                               f"{_NLL_SIZES});")
 
     def grad(self, grad_sum: jt.Var):
         logits, target, tables = self.saved
         dlogits = jt.code(logits.shape, logits.dtype, [logits, target, *tables, grad_sum.cast(logits.dtype)],
                           cpu_header=_UPSAMPLE_NLL_HEADER,
                           cpu_src=f"upsample_nll::backward<in0_type>(in0_p, in1_p, in2_p, in3_p, in4_p, in5_p, "
-                                  f"in6_p, out0_p, {self.sizes});")
+                                  f"in6_p, out0_p, {_NLL_SIZES});")
         return dlogits, None, None
 
 
