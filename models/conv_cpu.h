@@ -26,17 +26,18 @@ inline void sgemm(char ta, char tb, long m, long n, long k, const float* a, long
 // y [B, Co, M] = w [Co, Ci] x [B, Ci, M] (+ bias [Co], or nullptr)
 inline void pointwise_forward(const float* x, const float* w, const float* bias, float* y, int B, int Ci, int Co,
                               long M) {
+  for (int b = 0; b < B; ++b)
+    sgemm('N', 'N', Co, M, Ci, w, Ci, x + (long)b * Ci * M, M, 0.f, y + (long)b * Co * M, M);
   if (bias) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; ++b)
       for (int o = 0; o < Co; ++o) {
         float* row = y + ((long)b * Co + o) * M;
         const float v = bias[o];
-        for (long i = 0; i < M; ++i) row[i] = v;
+#pragma omp simd
+        for (long i = 0; i < M; ++i) row[i] += v;
       }
   }
-  for (int b = 0; b < B; ++b)
-    sgemm('N', 'N', Co, M, Ci, w, Ci, x + (long)b * Ci * M, M, bias ? 1.f : 0.f, y + (long)b * Co * M, M);
 }
 
 // dx [B, Ci, M] = w^T dy
