@@ -172,8 +172,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, help="images per inference batch and training step (default 2 GPU, 1 CPU)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="what to time (default both)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs; the median is reported (default 3)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed runs first (default 3: the ResNet presets' training steps settle over the first few)")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs; the median is reported (default 5)")
     p.add_argument("--json", help="also write all numbers to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
