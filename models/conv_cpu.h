@@ -11,15 +11,22 @@
 // order, so the results do not depend on the number of threads. Weight and bias gradients are
 // summed in double, from row sums.
 #pragma once
-#include <dnnl.h>
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
+
+// oneDNN's row-major sgemm (dnnl.h: dnnl_status_t dnnl_sgemm(...), dnnl_dim_t = int64_t, 0 = success),
+// declared here rather than included: the header is on the compiler's path only where oneDNN is a
+// system package, while the library itself is always loaded by Jittor's oneDNN ops (kernel_path in
+// conv.py checks that they are).
+extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 namespace conv_cpu {
 
 inline void sgemm(char ta, char tb, long m, long n, long k, const float* a, long lda, const float* b, long ldb,
                   float beta, float* c, long ldc) {
-  if (dnnl_sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc) != dnnl_success)
+  if (dnnl_sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc) != 0)
     throw std::runtime_error("conv_cpu: oneDNN's sgemm failed");
 }
 
