@@ -33,8 +33,9 @@ from jittor import nn
 
 from engine.amp import GradScaler
 from engine.checkpoint import CHECKPOINT_VERSION, link_atomic, model_state, rng_state, save_checkpoint
+from engine.compat import backward_built_once, release_free_heap
 from engine.dist import all_reduce_mean, is_main, iteration_seed, world_size
-from engine.optim import optimizer_state, poly_lr, set_lr
+from engine.optim import optimizer_state, poly_lr, release_gradients, set_lr
 
 __all__ = ["TrainingStopped", "Interrupted", "RunLog", "Snapshots", "peak_memory_mb", "batches", "train_step",
            "train"]
@@ -255,18 +256,25 @@ def train_step(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimi
     (mixed precision) the update goes through it and may be skipped
     (``parts["amp_skipped"]`` is then 1). The step ends with one
     synchronisation: forward, backward, update and the logged values run as
-    one Jittor execution, and only then are the values read.
+    one Jittor execution, and only then are the values read. What the
+    backward pass reads (saved activations, :func:`engine.compat.backward_built_once`)
+    and the gradients (:func:`release_gradients`) are freed as soon as they
+    have been used, and the heap's free pages are returned after the step
+    (:func:`engine.compat.release_free_heap`).
     """
     set_lr(optimizer, lr)
     jt.set_seed(seed)
     loss, parts = criterion(model(image), label)
     extra = {}
-    if scaler is None:
-        optimizer.step(loss)
-    else:
-        extra = dict(amp_scale=scaler.scale, amp_skipped=float(not scaler.step(optimizer, loss)))
+    with backward_built_once():
+        if scaler is None:
+            optimizer.step(loss)
+        else:
+            extra = dict(amp_scale=scaler.scale, amp_skipped=float(not scaler.step(optimizer, loss)))
+    release_gradients(optimizer)
     mean_loss = all_reduce_mean(loss.detach())
     jt.sync_all()
+    release_free_heap()
     return float(mean_loss.item()), dict(parts, **extra)
 
 

@@ -7,7 +7,7 @@ from jittor import nn
 
 from engine.checkpoint import CheckpointError
 
-__all__ = ["poly_lr", "build_optimizer", "set_lr", "optimizer_state", "load_optimizer_state"]
+__all__ = ["poly_lr", "build_optimizer", "set_lr", "release_gradients", "optimizer_state", "load_optimizer_state"]
 
 
 def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float = 0.9, min_lr: float = 0.0) -> float:
@@ -58,6 +58,26 @@ def set_lr(optimizer: jt.optim.Optimizer, lr: float) -> None:
     optimizer.lr = lr
     for g in optimizer.param_groups:
         g["lr"] = lr * g.get("lr_mult", 1.0)
+
+
+def release_gradients(optimizer: jt.optim.Optimizer) -> None:
+    """Drop the optimizer's references to the gradients of the step it has just built.
+
+    ``jt.optim.Optimizer`` keeps each step's gradients in
+    ``param_groups[i]["grads"]`` (for ``opt_grad`` and gradient accumulation)
+    until the next backward pass replaces them. Those references keep every
+    gradient in memory to the end of the step's execution, although the
+    update that reads it runs as soon as it is ready, and on until the next
+    step (through an evaluation, while a checkpoint is written): up to a
+    parameter-sized set, 209 MB for CCNet R-50. PyTorch frees them
+    (``zero_grad(set_to_none=True)``). Called after ``optimizer.step(loss)``
+    and before the step runs, it lets each gradient go once its update has
+    run. The next ``optimizer.backward`` creates the list again and, with the
+    zero-grad flag the step has set, fills it with that step's gradients
+    alone, so every update stays the same.
+    """
+    for group in optimizer.param_groups:
+        group.pop("grads", None)
 
 
 _OPT_BUFFERS = ("values", "m")  # SGD momentum / Adam(W) second and first moments

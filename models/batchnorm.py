@@ -30,6 +30,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
+from engine.compat import ReleasingFunction
 from models.precision import float32
 
 __all__ = ["ACTIVATIONS", "LEAKY_SLOPE", "BatchNorm", "BNAct", "batch_norm_train", "check_activation"]
@@ -61,7 +62,7 @@ def _code(shapes, dtypes, inputs, call: str):
     return jt.code(shapes, dtypes, inputs, cpu_header=_HEADER, cpu_src=f"bn_cpu::{call};")
 
 
-class _BatchNormTrain(jt.Function):
+class _BatchNormTrain(ReleasingFunction):
     """``act(bn(x) + residual)`` over ``[N, C, M]``; also returns the batch mean and (biased) variance."""
 
     def execute(self, x: jt.Var, weight: jt.Var, bias: jt.Var, residual: Optional[jt.Var], eps: float,
@@ -78,11 +79,11 @@ class _BatchNormTrain(jt.Function):
             inputs, res = [x, coef, residual.cast(x.dtype)], "in2_p"
         y = _code(x.shape, x.dtype, inputs, f"forward<{T}, {act}, {str(residual is not None).lower()}>"
                                             f"(in0_p, in1_p, {res}, out0_p, ({T}){slope!r}, {sizes})")
-        self.saved = (x, y if act else None, mean, invstd, weight, residual is not None, act, slope)
+        self.save(x, y if act else None, mean, invstd, weight, residual is not None, act, slope)
         return y, mean.stop_grad(), var.stop_grad()
 
     def grad(self, grad_y, grad_mean=None, grad_var=None):
-        x, y, mean, invstd, weight, has_residual, act, slope = self.saved
+        x, y, mean, invstd, weight, has_residual, act, slope = self.saved()
         if grad_y is None:
             return None, None, None, None, None, None, None
         N, C, M = x.shape

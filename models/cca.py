@@ -27,7 +27,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-from engine.compat import reindex
+from engine.compat import ReleasingFunction, reindex
 from models.precision import Conv2d, float16_enabled, float32
 
 __all__ = ["ca_weight", "ca_map", "position_softmax", "criss_cross_attention", "CrissCrossAttention", "IMPLS"]
@@ -116,31 +116,31 @@ def _map(a: jt.Var, v: jt.Var, transposed: bool) -> jt.Var:
                    cuda_src=f"cca_cuda::cca_map_cuda<in0_type, {flag}>(in0_p, in1_p, out0_p, {_SIZES});")
 
 
-class _CAWeight(jt.Function):
+class _CAWeight(ReleasingFunction):
     def execute(self, query: jt.Var, key: jt.Var) -> jt.Var:
-        self.saved = (query, key)
+        self.save(query, key)
         return _weight(query, key)
 
     def grad(self, grad_energy: jt.Var):
+        query, key = self.saved()
         if grad_energy is None:
             return None, None
-        query, key = self.saved
         return _map(grad_energy, key, False), _map(grad_energy, query, True)
 
 
-class _CAMap(jt.Function):
+class _CAMap(ReleasingFunction):
     def execute(self, attention: jt.Var, value: jt.Var) -> jt.Var:
-        self.saved = (attention, value)
+        self.save(attention, value)
         return _map(attention, value, False)
 
     def grad(self, grad_out: jt.Var):
+        attention, value = self.saved()
         if grad_out is None:
             return None, None
-        attention, value = self.saved
         return _weight(grad_out, value), _map(attention, grad_out, True)
 
 
-class _PositionSoftmax(jt.Function):
+class _PositionSoftmax(ReleasingFunction):
     """softmax over axis 1 (the H+W-1 positions) with the CPU kernels of cca_cpu.h.
 
     Jittor's own softmax runs its max/exp/sum/divide passes as separate
@@ -149,14 +149,16 @@ class _PositionSoftmax(jt.Function):
     """
 
     def execute(self, energy: jt.Var) -> jt.Var:
-        self.attention = jt.code(energy.shape, energy.dtype, [energy], cpu_header=_CPU_HEADER,
-                                 cpu_src=f"cca_cpu::softmax<in0_type>(in0_p, out0_p, {_SOFTMAX_SIZES});")
-        return self.attention
+        attention = jt.code(energy.shape, energy.dtype, [energy], cpu_header=_CPU_HEADER,
+                            cpu_src=f"cca_cpu::softmax<in0_type>(in0_p, out0_p, {_SOFTMAX_SIZES});")
+        self.save(attention)
+        return attention
 
     def grad(self, grad_attention: jt.Var):
+        attention, = self.saved()
         if grad_attention is None:
             return None
-        return jt.code(self.attention.shape, self.attention.dtype, [self.attention, grad_attention],
+        return jt.code(attention.shape, attention.dtype, [attention, grad_attention],
                        cpu_header=_CPU_HEADER,
                        cpu_src=f"cca_cpu::softmax_grad<in0_type>(in0_p, in1_p, out0_p, {_SOFTMAX_SIZES});")
 

@@ -25,6 +25,8 @@ from typing import Optional, Sequence, Union
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
+from engine.compat import ReleasingFunction
+
 __all__ = ["kernel_path", "pointwise_conv", "depthwise_conv"]
 
 # The header text goes into jt.code (not an #include), so that editing it recompiles the kernels.
@@ -54,18 +56,18 @@ def _bias_grad(grad_y: jt.Var) -> jt.Var:
                  "bias_grad<in0_type>(in0_p, out0_p, in0_shape0, in0_shape1, in0_shape2)")
 
 
-class _Pointwise(jt.Function):
+class _Pointwise(ReleasingFunction):
     """1x1 convolution, stride 1, of ``x [B, Ci, M]`` with ``weight [Co, Ci]`` (+ ``bias [Co]``), float32."""
 
     def execute(self, x: jt.Var, weight: jt.Var, bias: Optional[jt.Var]):
         (B, Ci, M), Co = x.shape, weight.shape[0]
         inputs, b = ([x, weight], "nullptr") if bias is None else ([x, weight, bias], "in2_p")
-        self.saved = (x, weight, bias is not None)
+        self.save(x, weight, bias is not None)
         return _code((B, Co, M), x.dtype, inputs,
                      f"pointwise_forward(in0_p, in1_p, {b}, out0_p, in0_shape0, in0_shape1, in1_shape0, in0_shape2)")
 
     def grad(self, grad_y):
-        x, weight, has_bias = self.saved
+        x, weight, has_bias = self.saved()
         if grad_y is None:
             return None, None, None
         # grad_y [B, Co, M] is in0 of each kernel; Ci is taken from the weight or from x
@@ -77,7 +79,7 @@ class _Pointwise(jt.Function):
         return dx, dw, db
 
 
-class _Depthwise(jt.Function):
+class _Depthwise(ReleasingFunction):
     """Depthwise convolution, stride 1, of ``x [B, C, H, W]`` with ``weight [C, K, K]`` (+ ``bias [C]``)."""
 
     def execute(self, x: jt.Var, weight: jt.Var, bias: Optional[jt.Var], dilation: int, padding: int):
@@ -85,13 +87,13 @@ class _Depthwise(jt.Function):
         K = weight.shape[-1]
         Ho, Wo = H + 2 * padding - dilation * (K - 1), W + 2 * padding - dilation * (K - 1)
         inputs, b = ([x, weight], "nullptr") if bias is None else ([x, weight, bias], "in2_p")
-        self.saved = (x, weight, bias is not None, dilation, padding)
+        self.save(x, weight, bias is not None, dilation, padding)
         return _code((B, C, Ho, Wo), x.dtype, inputs,
                      f"depthwise_correlate<in0_type, false>(in0_p, in1_p, {b}, out0_p, {_PLANES}, {dilation}, "
                      f"{padding})")
 
     def grad(self, grad_y):
-        x, weight, has_bias, dilation, padding = self.saved
+        x, weight, has_bias, dilation, padding = self.saved()
         if grad_y is None:
             return None, None, None, None, None
         flipped_pad = dilation * (weight.shape[-1] - 1) - padding

@@ -44,7 +44,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-from engine.compat import matmul_per_image
+from engine.compat import ReleasingFunction, matmul_per_image
 from engine.dist import all_gather, all_reduce_sum
 from models.precision import float32
 
@@ -129,7 +129,7 @@ def bilinear_tables(size: int, out: int, align_corners: bool, dtype: str) -> tup
 _NLL_SIZES = "in0_shape0, in0_shape1, in0_shape2, in0_shape3, in1_shape1, in1_shape2"
 
 
-class _UpsampleNLLSum(jt.Function):
+class _UpsampleNLLSum(ReleasingFunction):
     """Sum over labelled pixels of ``-log softmax(upsample(logits))[target]`` (``upsample_nll_cpu.h``)."""
 
     def execute(self, logits: jt.Var, target: jt.Var, align_corners: bool) -> jt.Var:
@@ -139,13 +139,13 @@ class _UpsampleNLLSum(jt.Function):
         for size, out in ((h, H), (w, W)):
             lo, weight = bilinear_tables(size, out, align_corners, str(logits.dtype))
             tables += [jt.array(lo), jt.array(weight).cast(logits.dtype)]
-        self.saved = (logits, target, tables)
+        self.save(logits, target, tables)
         return jt.code((1,), logits.dtype, [logits, target, *tables], cpu_header=_UPSAMPLE_NLL_HEADER,
                        cpu_src=f"upsample_nll::forward<in0_type>(in0_p, in1_p, in2_p, in3_p, in4_p, in5_p, out0_p, "
                                f"{_NLL_SIZES});")
 
     def grad(self, grad_sum: jt.Var):
-        logits, target, tables = self.saved
+        logits, target, tables = self.saved()
         dlogits = jt.code(logits.shape, logits.dtype, [logits, target, *tables, grad_sum.cast(logits.dtype)],
                           cpu_header=_UPSAMPLE_NLL_HEADER,
                           cpu_src=f"upsample_nll::backward<in0_type>(in0_p, in1_p, in2_p, in3_p, in4_p, in5_p, "
