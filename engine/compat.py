@@ -40,8 +40,8 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-__all__ = ["materialize", "ReleasingFunction", "backward_built_once", "release_free_heap", "ChannelDropout", "matmul_per_image", "reindex", "restore_sigint", "restore_sigchld",
-           "exit_now"]
+__all__ = ["materialize", "ReleasingFunction", "backward_built_once", "release_free_heap", "ChannelDropout",
+           "matmul_per_image", "reindex", "restore_sigint", "restore_sigchld", "exit_now"]
 
 
 def materialize(variables: Iterable[jt.Var]) -> None:
