@@ -28,7 +28,7 @@ import time
 from bench_common import check_json_option, cca_inputs, combine_rounds, cpu_model, median_ratio, run_worker, write_record
 
 #: map rows, map channels, weight rows, weight positions, row-part scalars, row-part vectors;
-#: the first is the AVX-512 default.
+#: the first is the AVX-512 default, the last Zen 4's (models/cca_cpu.h).
 CANDIDATES = ("4,4,4,6,6,4", "6,4,4,6,6,4", "4,6,4,6,6,4", "3,8,4,6,6,4", "4,4,6,4,6,4", "4,4,4,6,4,6",
               "4,4,4,6,3,7")
 CHECK_SHAPE = (1, 16, 9, 11)

@@ -35,23 +35,30 @@
 
 namespace cca_cpu {
 
-constexpr int kChannelGroup = 18;  // map: channels of V kept in L2 by one task (a multiple of the 6 row-part scalars)
+constexpr int kChannelGroup = 18;  // map: channels of V kept in L2 by one task (a multiple of the row-part scalars, 6 or 3)
 constexpr int kRowGroup = 6;       // map: row tiles per task
 constexpr int kWeightChannels = 64;  // weight: channels per block of the column part (32, 128: 2-5% slower)
 
 // Register tiles, sized to the vector register file (32 registers with
 // AVX-512, 16 with AVX2): map column part rows x channels, weight column part
 // rows x positions, row parts scalars x vectors. The AVX-512 numbers were
-// measured with benchmarks/bench_cca_tiles.py on AMD EPYC family 25 (Zen 4)
-// and Intel Xeon family 6 model 167 (no other tiling faster by more than the
-// machines' drift; on the Xeon map 4x6 came to 0.96x in the sweep, 0.99x
-// head to head over 5 rounds); the AVX2 ones are sized to 16 registers, not
-// measured.
+// measured with benchmarks/bench_cca_tiles.py. Intel Xeon family 6 model 167:
+// no other tiling faster by more than the machine's drift (map 4x6 0.96x in
+// the sweep, 0.99x head to head over 5 rounds). AMD EPYC family 25 (Zen 4,
+// which runs a 512-bit operation as two 256-bit halves): row parts 3 x 7 were
+// 0.97x in the sweep and 0.95x head to head (7 of 8 rounds faster), level on
+// the Xeon (1.01x), so Zen 4 gets them; GCC 12 names Zen 4 znver3 (with
+// AVX-512, which Zen 3 lacks), GCC 13 and later znver4. The AVX2 tiles are
+// sized to 16 registers, not measured.
 // CCA_TILES (6 numbers, defined before this header) overrides them.
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
 #ifndef CCA_TILES
+#if defined(__znver3__) || defined(__znver4__)
+#define CCA_TILES 4, 4, 4, 6, 3, 7
+#else
 #define CCA_TILES 4, 4, 4, 6, 6, 4
+#endif
 #endif
 #else
 constexpr int kVecBytes = 32;
