@@ -11,6 +11,7 @@ import platform
 import signal
 import subprocess
 import sys
+from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -18,8 +19,8 @@ if ROOT not in sys.path:
 
 from pretrained.io import OutputError, check_output_file, write_json  # noqa: E402  (after the path)
 
-__all__ = ["ROOT", "rss_kb", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm", "torch_einsum",
-           "fma_peak_gflops", "combine_rounds", "median_ratio"]
+__all__ = ["ROOT", "rss_kb", "jittor_peak_bytes", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm",
+           "torch_einsum", "fma_peak_gflops", "combine_rounds", "median_ratio"]
 
 
 def rss_kb(field: str) -> int:
@@ -29,6 +30,19 @@ def rss_kb(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def jittor_peak_bytes(run: Callable[[], object]) -> int:
+    """Jittor's peak of live Var memory (``profile_memory_enable``) up to the end of ``run()``, in bytes.
+
+    ``run`` must finish its work (synchronise) itself. The profiler keeps its
+    maximum for the life of the process, so the peak is the process's so far;
+    memory the allocator caches but no Var holds is not counted.
+    """
+    import jittor as jt
+    with jt.flag_scope(profile_memory_enable=1):
+        run()
+        return int(jt.get_max_memory_info().split("[!@#div1!@#]")[0])  # its fields' separator
 
 
 def cpu_model() -> str:

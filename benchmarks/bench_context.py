@@ -54,7 +54,7 @@ import statistics
 import sys
 import time
 
-from bench_common import check_json_option, cpu_model, rss_kb, run_worker, write_record
+from bench_common import check_json_option, cpu_model, jittor_peak_bytes, rss_kb, run_worker, write_record
 
 BLOCKS = ("rcca", "nonlocal", "nonlocal-wang")
 MODES = ("fwd", "fwd+bwd")
@@ -62,7 +62,6 @@ DEFAULT_SHAPES = ((1, 512, 97, 97), (1, 512, 65, 65), (1, 512, 33, 33))
 PAPER_FLOP_REDUCTION = 0.85  # "reduces FLOPs by about 85% of the non-local block"
 PAPER_MEMORY_RATIO = 11.0    # "requires 11x less GPU memory usage"
 AUTHOR_RCCA_GFLOPS = 8.0     # speedinghzl/CCNet#2, for 1x512x97x97
-_MEM_DIV = "[!@#div1!@#]"    # separator of jt.get_max_memory_info()
 
 
 # -- analytic FLOPs -------------------------------------------------------------
@@ -163,9 +162,7 @@ def measure(block: str, mode: str, shape, warmup: int = 2, repeat: int = 5, recu
         run()
         times.append(time.perf_counter() - start)
     rss_mb = (rss_kb("VmHWM") - base_kb) / 1024 if device == "cpu" else None
-    with jt.flag_scope(profile_memory_enable=1):
-        run()
-        peak_bytes = int(jt.get_max_memory_info().split(_MEM_DIV)[0])
+    peak_bytes = jittor_peak_bytes(run)
     return {"block": block, "mode": mode, "shape": list(shape), "device": device,
             "recurrence": passes if block == "rcca" else None, "jittor": jt.__version__,
             "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from bench_common import cpu_model, rss_kb, run_worker, write_record
+from bench_common import cpu_model, jittor_peak_bytes, rss_kb, run_worker, write_record
 
 DEFAULT_MODELS = ("ccnet_resnet50", "ccnet_resnet101", "ccnet_resnet50_mmseg", "ccnet_resnet101_mmseg",
                   "ccnet_van_b0", "ccnet_van_b1", "ccnet_van_b2", "ccnet_van_b3")
@@ -47,7 +47,6 @@ GPU_SIZES = ((769, 769), (769, 769), 2)
 CPU_SIZES = ((257, 257), (129, 129), 1)
 MEMORY = {"cpu": "peak resident set of the process (VmHWM), Jittor runtime included",
           "cuda": "Jittor's peak live variable memory (profile_memory_enable), allocator caching not included"}
-_MEM_DIV = "[!@#div1!@#]"  # separator of jt.get_max_memory_info()
 
 
 def _use_device(device: str) -> None:
@@ -115,9 +114,7 @@ def measure(model_name: str, mode: str, size, batch: int, warmup: int, repeat: i
         jt.sync_all(True)
         times.append(time.perf_counter() - start)
     peak_kb = rss_kb("VmHWM")
-    with jt.flag_scope(profile_memory_enable=1):
-        run()
-        jt_peak = int(jt.get_max_memory_info().split(_MEM_DIV)[0])
+    jt_peak = jittor_peak_bytes(run)
     return {"model": model_name, "mode": mode, "device": device, "size": [h, w], "batch": batch,
             "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],
             "peak_rss_mb": peak_kb / 1024 if device == "cpu" else None,

@@ -55,7 +55,6 @@ if ROOT not in sys.path:
 OP_SHAPES = [(2, 24, 13, 29), (1, 16, 1, 33), (1, 16, 31, 1), (2, 512, 97, 97)]
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 BACKEND_TOLERANCE = {"matmul": 1e-4, "softmax": 1e-5, "conv2d": 1e-4, "depthwise_conv_grad": 1e-4}
-_MEM_DIV = "[!@#div1!@#]"  # separator of jt.get_max_memory_info()
 
 
 def write_json(path: str, record: dict) -> None:
@@ -264,6 +263,7 @@ def cmd_eval(args) -> int:
     import numpy as np
     import jittor_env  # noqa: F401  (before jittor)
     import jittor as jt
+    from bench_common import jittor_peak_bytes
     from datasets.presets import get_preset
     from engine.compat import materialize
     from engine.inference import inference
@@ -304,9 +304,7 @@ def cmd_eval(args) -> int:
                 times.append(time.perf_counter() - start)
             row["ms"] = 1000 * statistics.median(times)
             row["ms_all"] = [1000 * t for t in times]
-            with jt.flag_scope(profile_memory_enable=1):
-                run()
-                row["peak_jittor_mb"] = int(jt.get_max_memory_info().split(_MEM_DIV)[0]) / 2 ** 20
+            row["peak_jittor_mb"] = jittor_peak_bytes(run) / 2 ** 20
         except Exception as err:  # noqa: BLE001
             row["error"] = f"{type(err).__name__}: {err}"[:3000]
         record["modes"][mode] = row

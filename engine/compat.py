@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -102,7 +101,7 @@ def backward_built_once() -> Iterator[None]:
 
 def _malloc_trim():
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return ctypes.CDLL(None).malloc_trim   # the C library this process already runs on
     except (OSError, AttributeError):  # not glibc
         return None
 

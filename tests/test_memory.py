@@ -15,6 +15,7 @@ import pytest
 import jittor as jt
 from jittor import nn
 
+from bench_common import jittor_peak_bytes, rss_kb
 from engine.compat import backward_built_once, release_free_heap
 from engine.loop import train_step
 from engine.optim import build_optimizer, release_gradients
@@ -26,15 +27,6 @@ SHAPE = (2, 8, 4096)          # [N, C, M] float32: 256 KiB per activation
 SIZE = int(np.prod(SHAPE)) * 4
 LATE = 10                     # the late buffer: LATE activations' worth
 MIB = 2 ** 20
-
-
-def _profiled_peak(outputs) -> int:
-    jt.flags.profile_memory_enable = 1
-    try:
-        jt.sync(outputs)
-        return int(jt.get_max_memory_info().split("[!@#div1!@#]")[0])
-    finally:
-        jt.flags.profile_memory_enable = 0
 
 
 def batchnorm_chain_peak(as_in_training: bool) -> int:
@@ -59,7 +51,7 @@ def batchnorm_chain_peak(as_in_training: bool) -> int:
     late = jt.code((LATE,) + SHAPE, "float32", [dx],
                    cpu_src=f"for (int k = 0; k < {LATE}; k++) for (int i = 0; i < in0->num; i++) "
                            "out0_p[k * in0->num + i] = in0_p[i];")
-    return _profiled_peak([late])
+    return jittor_peak_bytes(lambda: jt.sync([late]))
 
 
 def sgd_step_peak(release: bool) -> int:
@@ -74,12 +66,13 @@ def sgd_step_peak(release: bool) -> int:
     optimizer.step((model(x) ** 2).sum())
     if release:
         release_gradients(optimizer)
-    return _profiled_peak(list(model.parameters()))
+    return jittor_peak_bytes(lambda: jt.sync(list(model.parameters())))
 
 
 def _peak_in_a_new_process(function: str, flag: bool) -> int:
     code = f"import jittor_env, test_memory; print(test_memory.{function}({flag}))"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests"),
+                                                        os.path.join(ROOT, "benchmarks")]))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -158,11 +151,6 @@ def test_letting_the_gradients_go_changes_no_update():
     assert any(np.abs(m).max() > 0 for m in momenta)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and glibc's heap")
 def test_freed_heap_memory_goes_back_to_the_system():
     import ctypes
@@ -176,8 +164,8 @@ def test_freed_heap_memory_goes_back_to_the_system():
         ctypes.memset(c, 1, 100 * 1024)
     for c in chunks[:-1]:
         libc.free(c)
-    before = _rss_mb()
+    before = rss_kb("VmRSS") / 1024
     release_free_heap()
-    after = _rss_mb()
+    after = rss_kb("VmRSS") / 1024
     libc.free(chunks[-1])
     assert before - after >= 100, (before, after)
