@@ -28,13 +28,15 @@ from typing import Optional, Sequence
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
-from engine import cli, report
+from apis import compare
+from cli import arguments
+from cli.main import run_main
 
 __all__ = ["get_args_parser", "main"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = cli.Parser(description=__doc__)
+    p = arguments.Parser(description=__doc__)
     p.add_argument("runs", nargs="+", metavar="RUN", help="train.py run folders or evaluate.py results folders")
     p.add_argument("-o", "--output-dir", default="report", help="report folder (default: report)")
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="one distinct name per run (default: model preset)")
@@ -47,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     options = vars(get_args_parser().parse_args(argv))
     options["command"] = "python compare.py " + shlex.join(argv)
-    return cli.run_main(report.run, options)
+    return run_main(compare.run, options)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from typing import Optional, Sequence
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
-from engine import cli
-from pretrained.convert import LAYOUTS
+from cli.arguments import Parser
+from cli.main import run_main
+from pretrained.backbone_keys import LAYOUTS
 from pretrained.converter import ARCHS, convert_file
 
 __all__ = ["get_args_parser", "main"]
@@ -56,14 +57,14 @@ whole CCNet checkpoints
   ccnet_resnet{50,101}_mmseg), class count read from the classifier; --arch may
   name the preset, --recurrence sets the recorded recurrence. Output
   pretrained/<preset>_<classes>cls.pkl with meta {arch, num_classes,
-  recurrence, align_corners, overrides}; see pretrained/convert_ccnet.py.
+  recurrence, align_corners, overrides}; see pretrained/ccnet_keys.py.
 
 exit status: 0 converted, 2 refused (the message says why and how to fix it).
 """
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.Parser(
+    parser = Parser(
         description="Convert a PyTorch ImageNet checkpoint (ResNet or VAN) or a whole CCNet into Jittor "
                     "weights, without torch.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,7 +87,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    return cli.run_main(convert_file, args.src, args.output, args.arch, args.layout, args.prefix, args.verify,
+    return run_main(convert_file, args.src, args.output, args.arch, args.layout, args.prefix, args.verify,
                         print, args.recurrence)
 
 

@@ -25,7 +25,9 @@ import time
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
 from datasets import demo as demo_data
-from engine import cli, evaluation, run_folder, training
+from apis import evaluate, train
+from cli import run_folder
+from cli.main import run_main
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -56,13 +58,13 @@ def main(args: argparse.Namespace) -> dict:
             f"--output-dir {out} holds files that are not a run of this project; "
             "the demo only ever replaces its own run folder: choose another --output-dir")
     t_train = time.time()
-    training.run({"overwrite": True, "dataset": "demo", "data_path": args.data_path, "model": "ccnet_demo",
+    train.run({"overwrite": True, "dataset": "demo", "data_path": args.data_path, "model": "ccnet_demo",
                   "iters": args.iters, "batch_size": args.batch_size, "crop_size": [args.crop_size],
                   "workers": args.workers, "output_dir": out, "eval_interval": 0,
                   "snapshot_interval": max(1, args.iters // 3), "print_freq": 10, "seed": 0,
                   "no_progress": args.no_progress})
     t_train = time.time() - t_train
-    result = evaluation.run({"checkpoint": os.path.join(args.output_dir, "checkpoint_last.pkl"), "dataset": "demo",
+    result = evaluate.run({"checkpoint": os.path.join(args.output_dir, "checkpoint_last.pkl"), "dataset": "demo",
                              "data_path": args.data_path, "save_pred": True, "workers": args.workers,
                              "no_progress": args.no_progress})
     wall = time.time() - t0
@@ -79,4 +81,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_main(_run, get_args_parser().parse_args()))
+    sys.exit(run_main(_run, get_args_parser().parse_args()))

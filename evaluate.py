@@ -27,14 +27,16 @@ from typing import Optional, Sequence
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
-from engine import cli, evaluation, official
-from engine.evaluation import EVAL_DEFAULTS as D
+from apis import evaluate
+from cli import arguments, official
+from cli.config import EVAL_DEFAULTS as D
+from cli.main import run_main
 
 __all__ = ["get_args_parser", "main"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = cli.Parser(description=__doc__)
+    p = arguments.Parser(description=__doc__)
     p.add_argument("--checkpoint", "--weights", dest="checkpoint",
                    help="train.py checkpoint (file or run folder), convert_weights.py CCNet weights, or an "
                         "official / mmsegmentation CCNet .pth (converted in memory); required")
@@ -46,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--recurrence", type=int, help="criss-cross passes (default: the checkpoint's)")
     p.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
                    help="extra build_model keyword (default: the checkpoint's); repeatable")
-    cli.add_inference_args(p)
+    arguments.add_inference_args(p)
     p.add_argument("--scales", type=float, nargs="+", help=f"test scales, multi-scale TTA (default {D['scales']})")
     p.add_argument("--flip", action="store_true", default=None, help="add horizontally flipped views (TTA)")
     p.add_argument("-b", "--batch-size", type=int, help=f"images per process and step (default {D['batch_size']})")
@@ -56,9 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="save colourised predictions (<output-dir>/pred)")
     p.add_argument("--submission", action="store_true", default=None,
                    help="save label-id PNGs for the Cityscapes server (<output-dir>/submission)")
-    cli.add_device_args(p, amp=True)
+    arguments.add_device_args(p, amp=True)
     p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
-    cli.add_verbose_arg(p)
+    arguments.add_verbose_arg(p)
     official.add_aliases(p, official.EVAL_ALIASES)
     return p
 
@@ -70,7 +72,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    return cli.run_main(lambda: evaluation.run(options_from_args(args)))
+    return run_main(lambda: evaluate.run(options_from_args(args)))
 
 
 if __name__ == "__main__":

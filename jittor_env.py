@@ -10,21 +10,16 @@ import time, and only where the user has not set them already:
   links Debian's ``libdnnl-dev`` into Jittor's cache folder instead (Jittor
   then treats oneDNN as already downloaded); without that folder (and no
   GPU) this sets ``use_mkl=0`` and prints a one-line warning, because
-  convolutions are then ~50x slower on the CPU. With a GPU, Jittor's own
+  convolutions are then many times slower on the CPU. With a GPU, Jittor's own
   handling is left alone.
 * Not started by ``mpirun``: ``use_mpi=0``, which skips compiling the MPI
   module at every import.
 * Op compile threads: one per CPU core this process may use
   (``use_parallel_op_compiler``; Jittor 1.3.11 starts up to 16, one per 3 GB
   of memory, however few the cores). More threads than cores compile no
-  faster (the demo from an empty op cache on 2 cores: 120 s with 2 threads,
-  123 s with Jittor's 8), and fewer concurrent threads give Jittor 1.3.11's
-  parallel compiler fewer chances of the failures seen in fresh-cache test
-  runs (a compile thread's segfault; once a convolution-gradient op generated
-  with an empty dtype in its key), which look like races between its threads
-  (not proven: neither reproduces on demand). Fewer is not none: with 2
-  threads one such crash was still seen, so the tests use 1
-  (``tests/conftest.py``).
+  faster, and fewer concurrent threads give Jittor 1.3.11's parallel
+  compiler, which now and then crashes while compiling new ops, fewer
+  chances to (``docs/jittor.md``); the tests use 1 (``tests/conftest.py``).
 * Jittor's information lines (``[i ...]``) are hidden (``log_silent=1``)
   unless the script is run with ``--verbose`` (or ``log_silent`` is set).
 * ``--gpu 0,1,..`` on a script's command line (the official CCNet's flag)

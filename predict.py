@@ -31,28 +31,30 @@ from typing import Optional, Sequence
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
-from engine import cli, inference
+from apis import predict
+from cli import arguments
+from cli.main import run_main
 
 __all__ = ["get_args_parser", "main"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.Parser(description=__doc__)
-    cli.add_model_args(parser, "train.py checkpoint (or its run folder) or a converted weights file")
+    parser = arguments.Parser(description=__doc__)
+    arguments.add_model_args(parser, "train.py checkpoint (or its run folder) or a converted weights file")
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
     parser.add_argument("-o", "--output-dir", help="where to write (default: predictions)")
-    cli.add_inference_args(parser)
+    arguments.add_inference_args(parser)
     parser.add_argument("--alpha", type=float, help="overlay opacity of the colours (default 0.5)")
     parser.add_argument("--save-label", action="store_true", default=None, help="also write the raw class-index PNG")
-    cli.add_device_args(parser)
-    cli.add_verbose_arg(parser)
+    arguments.add_device_args(parser)
+    arguments.add_verbose_arg(parser)
     parser.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    return cli.run_main(inference.run, vars(args))
+    return run_main(predict.run, vars(args))
 
 
 if __name__ == "__main__":

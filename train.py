@@ -21,7 +21,7 @@ never overwritten by accident: a fresh run there needs ``--overwrite``.
 The official CCNet's and an earlier Jittor port's flags are accepted too
 (``--data-dir``, ``--restore-from``, ``--input-size 769,769``,
 ``--learning-rate``, ``--num-steps``, ``--ohem 1 --ohem-thres --ohem-keep``,
-``--gpu`` ...; see ``engine/official.py``), and their .pth files load as they
+``--gpu`` ...; see ``cli/official.py``), and their .pth files load as they
 are (converted in memory).
 """
 from __future__ import annotations
@@ -32,15 +32,18 @@ from typing import Optional, Sequence
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
-from engine import cli, dist, official, training
-from engine.config import TRAIN_DEFAULTS as D
+from apis import train
+from cli import arguments, official
+from cli.config import TRAIN_DEFAULTS as D
+from cli.main import run_main
+from utils import comm
 
 __all__ = ["get_args_parser", "main"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """train.py's flags; every default is ``None`` ("not given"), filled in by ``engine.config``."""
-    p = cli.Parser(description=__doc__)
+    """train.py's flags; every default is ``None`` ("not given"), filled in by ``cli.config``."""
+    p = arguments.Parser(description=__doc__)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help=f"dataset preset: cityscapes, ade20k, voc, demo (default {D['dataset']})")
     g.add_argument("--data-path", help="dataset folder (default data/<dataset>)")
@@ -125,7 +128,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "unless --amp/--no-amp is given")
     g.add_argument("--no-cuda", action="store_true", default=None, help="run on the CPU even if a GPU is present")
     g.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
-    cli.add_verbose_arg(g)
+    arguments.add_verbose_arg(g)
     g.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # testing: stop early
     official.add_aliases(p, official.TRAIN_ALIASES)
     return p
@@ -133,12 +136,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> dict:
     """train.py's options from its parsed arguments, the official code's spellings included."""
-    return official.apply_aliases(args, official.TRAIN_ALIASES, "train", dist.world_size())
+    return official.apply_aliases(args, official.TRAIN_ALIASES, "train", comm.world_size())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    return cli.run_main(lambda: training.run(options_from_args(args)))
+    return run_main(lambda: train.run(options_from_args(args)))
 
 
 if __name__ == "__main__":

@@ -31,14 +31,16 @@ from typing import Optional, Sequence
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
-from engine import attention, cli
+from apis import attention
+from cli import arguments
+from cli.main import run_main
 
 __all__ = ["get_args_parser", "main"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.Parser(description=__doc__)
-    cli.add_model_args(parser, "train.py checkpoint (or its run folder) or a converted weights file")
+    parser = arguments.Parser(description=__doc__)
+    arguments.add_model_args(parser, "train.py checkpoint (or its run folder) or a converted weights file")
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
     parser.add_argument("--pixel", type=float, nargs=2, action="append", metavar=("X", "Y"),
                         help="image pixel to show, column then row (repeatable; default: the centre)")
@@ -51,14 +53,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="display the maps as (map / max) ** POWER; 0.5 brings out small weights (default 1)")
     parser.add_argument("--save-npy", action="store_true", default=None,
                         help="also save the composed maps [R, h, w] as .npy")
-    cli.add_device_args(parser)
-    cli.add_verbose_arg(parser)
+    arguments.add_device_args(parser)
+    arguments.add_verbose_arg(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    return cli.run_main(attention.run, vars(args))
+    return run_main(attention.run, vars(args))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ positions, weighted sum), forward and forward+backward (gradients of all three
 inputs). The 1x1 convolutions around it are the same for every implementation
 and left out.
 
-* jittor-kernel     models.cca: our C++/OpenMP (or CUDA) kernels
-* jittor-reference  models.cca impl="reference": Jittor matmuls, -inf diagonal
+* jittor-kernel     models.ops.cca: our C++/OpenMP (or CUDA) kernels
+* jittor-reference  models.ops.cca impl="reference": Jittor matmuls, -inf diagonal
 * torch-bmm         the official CCNet pure-python formulation (bmm, -inf diagonal)
 * torch-einsum      the mmcv formulation (einsum, -inf diagonal)
 
@@ -21,7 +21,7 @@ compared against the kernel's to make sure all four compute the same function.
 The whole set runs --rounds times, interleaved (on a shared machine a slow
 spell then hits every implementation, not one): each time is the median of
 the rounds, each speed-up the median of the rounds' ratios. GFLOP/s come from
-``engine.complexity.cca_flops``; the machine's float32 FMA peak is measured
+``models.complexity.cca_flops``; the machine's float32 FMA peak is measured
 (``bench_common.fma_peak_gflops``) to say what fraction of it the kernel reaches.
 
     python benchmarks/bench_cca.py                       # [2, 512, 97, 97] on CPU
@@ -36,10 +36,9 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 from bench_common import (cca_inputs, check_json_option, combine_rounds, cpu_model, fma_peak_gflops, median_ratio, rss_kb,
-                          run_worker, torch_bmm, torch_einsum, write_record)
+                          run_worker, time_runs, torch_bmm, torch_einsum, write_record)
 IMPLS = ("jittor-kernel", "jittor-reference", "torch-bmm", "torch-einsum")
 CHECK_SHAPE = (2, 16, 5, 7)
 
@@ -50,7 +49,7 @@ def _worker(impl: str, mode: str, shape, warmup: int, repeat: int) -> dict:
     if impl.startswith("jittor"):
         import jittor_env  # noqa: F401
         import jittor as jt
-        from models.cca import criss_cross_attention
+        from models.ops.cca import criss_cross_attention
         jimpl = "kernel" if impl == "jittor-kernel" else "reference"
 
         def make(arrays):
@@ -92,13 +91,7 @@ def _worker(impl: str, mode: str, shape, warmup: int, repeat: int) -> dict:
     tensors = make(cca_inputs(shape))
     base_kb = rss_kb("VmRSS")
     backward = mode == "fwd+bwd"
-    for _ in range(warmup):
-        run(tensors, backward)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run(tensors, backward)
-        times.append(time.perf_counter() - start)
+    times = time_runs(lambda: run(tensors, backward), warmup, repeat)
     return {"impl": impl, "mode": mode, "device": device, "version": version,
             "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],
             "peak_mb": (rss_kb("VmHWM") - base_kb) / 1024, "check": check.tolist()}
@@ -158,7 +151,7 @@ def main(argv=None) -> int:
         r["check_max_abs_diff_vs_kernel"] = (float(np.abs(np.array(r["check"]) - np.array(kernel_check)).max())
                                              if kernel_check is not None else None)
     B, C, H, W = args.shape
-    from engine.complexity import cca_flops  # here: the workers must not import Jittor with it
+    from models.complexity import cca_flops  # here: the workers must not import Jittor with it
     flops = sum(cca_flops(B, C // 8, C, H, W).values())
     flops = {"fwd": flops, "fwd+bwd": 3 * flops}  # the backward pass: two products per forward product
     for (impl, mode), r in rows.items():
@@ -183,7 +176,7 @@ def main(argv=None) -> int:
         print(f"{impl:18s} {f['ms']:9.1f} {fb['ms']:11.1f} {f['peak_mb']:12.1f} {fb['peak_mb']:12.1f} {speed:>24s} {same:>12s}"
               f" {fb['gflops_per_s']:9.1f}")
     print(f"FLOPs: {flops['fwd'] / 1e9:.2f} G forward, {flops['fwd+bwd'] / 1e9:.2f} G forward+backward "
-          f"(engine.complexity.cca_flops; the backward pass counts two products per forward product)")
+          f"(models.complexity.cca_flops; the backward pass counts two products per forward product)")
     if peak:
         print(f"this machine's float32 FMA peak, measured: {peak['gflops']:.0f} GFLOP/s on {peak['threads']} threads "
               f"(independent 16-lane multiply-adds, bench_common.fma_peak_gflops)")

@@ -1,6 +1,6 @@
 """Register-tile sizes of the op's CPU kernels, by measurement on this machine.
 
-``models/cca_cpu.h`` computes with register tiles: rows x channels (the
+``models/ops/cca_cpu.h`` computes with register tiles: rows x channels (the
 column part of ``map``), rows x positions (the column part of ``weight``) and
 scalars x vectors (both row parts), sized for the 32 vector registers of
 AVX-512. Zen 4 executes a 512-bit operation in two halves and other cores
@@ -23,12 +23,12 @@ import json
 import os
 import statistics
 import sys
-import time
 
-from bench_common import check_json_option, cca_inputs, combine_rounds, cpu_model, median_ratio, run_worker, write_record
+from bench_common import (check_json_option, cca_inputs, combine_rounds, cpu_model, median_ratio, run_worker, time_runs,
+                          write_record)
 
 #: map rows, map channels, weight rows, weight positions, row-part scalars, row-part vectors;
-#: the first is the AVX-512 default, the last Zen 4's (models/cca_cpu.h).
+#: the first is the AVX-512 default, the last Zen 4's (models/ops/cca_cpu.h).
 CANDIDATES = ("4,4,4,6,6,4", "6,4,4,6,6,4", "4,6,4,6,6,4", "3,8,4,6,6,4", "4,4,6,4,6,4", "4,4,4,6,4,6",
               "4,4,4,6,3,7")
 CHECK_SHAPE = (1, 16, 9, 11)
@@ -50,8 +50,11 @@ def _parse_tiles(text: str) -> tuple[int, ...]:
 def _worker(tiles, shape, warmup: int, repeat: int) -> dict:
     import jittor_env  # noqa: F401  (before jittor)
     import jittor as jt
-    import models.cca as cca
-    cca._CPU_HEADER = f"#define CCA_TILES {', '.join(map(str, tiles))}\n" + cca._CPU_HEADER
+    import models.ops.cca as cca
+    import models.ops.loader as loader
+    read = loader.header
+    define = f"#define CCA_TILES {', '.join(map(str, tiles))}\n"
+    loader.header = lambda name: define + read(name) if name == "cca_cpu.h" else read(name)
 
     def run(arrays):
         q, k, v = (jt.array(a) for a in arrays)
@@ -63,13 +66,7 @@ def _worker(tiles, shape, warmup: int, repeat: int) -> dict:
 
     check = [t.numpy().ravel().tolist() for t in run(cca_inputs(CHECK_SHAPE, seed=1))]
     arrays = cca_inputs(shape)
-    for _ in range(warmup):
-        run(arrays)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run(arrays)
-        times.append(time.perf_counter() - start)
+    times = time_runs(lambda: run(arrays), warmup, repeat)
     return {"tiles": list(tiles), "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],
             "check": check}
 
@@ -94,7 +91,7 @@ def main(argv=None) -> int:
         return 0
 
     import numpy as np
-    from engine.complexity import cca_flops
+    from models.complexity import cca_flops
     B, C, H, W = args.shape
     flops = 3 * sum(cca_flops(B, C // 8, C, H, W).values())
     runs: dict[tuple, list] = {}

@@ -11,16 +11,17 @@ import platform
 import signal
 import subprocess
 import sys
+import time
 from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from pretrained.io import OutputError, check_output_file, write_json  # noqa: E402  (after the path)
+from utils.fileio import OutputError, check_output_file, write_json  # noqa: E402  (after the path)
 
 __all__ = ["ROOT", "rss_kb", "jittor_peak_bytes", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm",
-           "torch_einsum", "fma_peak_gflops", "combine_rounds", "median_ratio"]
+           "torch_einsum", "fma_peak_gflops", "combine_rounds", "median_ratio", "time_runs"]
 
 
 def rss_kb(field: str) -> int:
@@ -88,6 +89,25 @@ out0_p[2] = sink;
 """
 
 
+def time_runs(run: Callable[[], object], warmup: int, repeat: int,
+              sync: Callable[[], object] = lambda: None) -> list[float]:
+    """Seconds of each of ``repeat`` calls of ``run`` after ``warmup`` untimed ones.
+
+    ``sync`` waits for the device (e.g. ``lambda: jt.sync_all(True)``) before
+    each start and after each run, so that every time covers exactly one run.
+    """
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeat):
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def fma_peak_gflops(runs: int = 3) -> dict:
     """This machine's float32 multiply-add peak, measured: every thread runs independent 16-lane FMAs.
 
@@ -129,7 +149,7 @@ def run_worker(cmd: list[str], what: str, retry_on_signal: bool = True) -> dict 
     whole benchmark; a second crash, or an error exit, is a failure.
     """
     if "jittor" in sys.modules:  # its SIGCHLD handler would end this process when a worker crashes
-        from engine.compat import restore_sigchld
+        from utils.jittor_fixes import restore_sigchld
         restore_sigchld()
     result = subprocess.run(cmd, capture_output=True, text=True)
     for line in result.stdout.splitlines()[::-1]:

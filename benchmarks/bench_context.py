@@ -9,7 +9,7 @@ and forward+backward, and prints our ratios beside those claims.
 
 The blocks (input x of shape [B, C, H, W], N = H*W):
 
-* ``rcca``: :class:`models.cca.CrissCrossAttention` (query/key 1x1 convs to
+* ``rcca``: :class:`models.ccnet.CrissCrossAttention` (query/key 1x1 convs to
   C/8 channels, value 1x1 conv to C, attention over the H+W-1 criss-cross
   positions, ``gamma * out + x``), applied R times with shared weights, as in
   the CCNet head. The 3x3 convs around it in the head are left out.
@@ -52,9 +52,8 @@ import json
 import os
 import statistics
 import sys
-import time
 
-from bench_common import check_json_option, cpu_model, jittor_peak_bytes, rss_kb, run_worker, write_record
+from bench_common import check_json_option, cpu_model, jittor_peak_bytes, rss_kb, run_worker, time_runs, write_record
 
 BLOCKS = ("rcca", "nonlocal", "nonlocal-wang")
 MODES = ("fwd", "fwd+bwd")
@@ -108,7 +107,7 @@ def count_flops(block: str, shape, recurrence: int = 2) -> dict:
 def _build(block: str, C: int, impl: str):
     import jittor as jt
     if block == "rcca":
-        from models.cca import CrissCrossAttention
+        from models.ccnet import CrissCrossAttention
         module = CrissCrossAttention(C, impl=impl)
     else:
         from models.nonlocal_block import NonLocalBlock
@@ -153,14 +152,7 @@ def measure(block: str, mode: str, shape, warmup: int = 2, repeat: int = 5, recu
             jt.sync(jt.grad(out.sum(), [x] + params))
         jt.sync_all(True)
 
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeat):
-        jt.sync_all(True)
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+    times = time_runs(run, warmup, repeat, lambda: jt.sync_all(True))
     rss_mb = (rss_kb("VmHWM") - base_kb) / 1024 if device == "cpu" else None
     peak_bytes = jittor_peak_bytes(run)
     return {"block": block, "mode": mode, "shape": list(shape), "device": device,
@@ -231,7 +223,7 @@ def main(argv=None) -> int:
     parser.add_argument("--recurrence", type=int, default=2, help="RCCA passes R (default 2)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--impl", default="kernel", choices=("kernel", "reference"),
-                        help="criss-cross attention implementation (models.cca)")
+                        help="criss-cross attention implementation (models.ops.cca)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--flops-only", action="store_true", help="print the analytic FLOPs, measure nothing")

@@ -2,14 +2,14 @@
 
 For each model preset (19 classes, random weights: speed does not depend on them):
 
-* parameters, backbone / rest (``engine.complexity.count_parameters``);
-* GFLOPs of one forward pass of one image at ``--size`` (``engine.complexity.count_flops``:
+* parameters, backbone / rest (``models.complexity.count_parameters``);
+* GFLOPs of one forward pass of one image at ``--size`` (``models.complexity.count_flops``:
   2 x multiply-adds of convolutions, linear layers and the attention products; eval mode,
   so the auxiliary head does not run);
 * inference: eval mode, ``jt.no_grad``, a batch of ``--batch`` images at ``--size``; time per
   batch is the median of ``--repeat`` runs after ``--warmup`` runs, with ``jt.sync_all(True)``
   before each clock read; reported per image and as images per second;
-* one training step at ``--train-size`` (``engine.loop.train_step``: forward in training mode,
+* one training step at ``--train-size`` (``engine.train_loop.train_step``: forward in training mode,
   ``SegmentationLoss`` with the auxiliary head, backward, SGD with momentum 0.9 and weight
   decay 1e-4 from ``engine.optim.build_optimizer``), timed the same way;
 * peak memory of each: on the CPU the peak resident set of the process (``VmHWM``, Jittor's
@@ -34,9 +34,8 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
-from bench_common import cpu_model, jittor_peak_bytes, rss_kb, run_worker, write_record
+from bench_common import cpu_model, jittor_peak_bytes, rss_kb, run_worker, time_runs, write_record
 
 DEFAULT_MODELS = ("ccnet_resnet50", "ccnet_resnet101", "ccnet_resnet50_mmseg", "ccnet_resnet101_mmseg",
                   "ccnet_van_b0", "ccnet_van_b1", "ccnet_van_b2", "ccnet_van_b3")
@@ -73,8 +72,8 @@ def measure(model_name: str, mode: str, size, batch: int, warmup: int, repeat: i
     import numpy as np
     import jittor_env  # noqa: F401  (before jittor)
     import jittor as jt
-    from engine.compat import materialize
-    from engine.loop import train_step
+    from utils.jittor_fixes import materialize
+    from engine.train_loop import train_step
     from engine.optim import build_optimizer
     from models import build_model
     from models.losses import SegmentationLoss
@@ -104,15 +103,7 @@ def measure(model_name: str, mode: str, size, batch: int, warmup: int, repeat: i
             jt.sync_all(True)
     jt.sync_all(True)
     base_kb = rss_kb("VmRSS")
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeat):
-        jt.sync_all(True)
-        start = time.perf_counter()
-        run()
-        jt.sync_all(True)
-        times.append(time.perf_counter() - start)
+    times = time_runs(run, warmup, repeat, lambda: jt.sync_all(True))
     peak_kb = rss_kb("VmHWM")
     jt_peak = jittor_peak_bytes(run)
     return {"model": model_name, "mode": mode, "device": device, "size": [h, w], "batch": batch,
@@ -195,7 +186,7 @@ def _resolve(args) -> bool:
     if args.batch < 1 or args.warmup < 0 or args.repeat < 1:
         raise ValueError("--batch and --repeat must be at least 1 and --warmup at least 0")
     if args.json:
-        from pretrained.io import check_output_file
+        from utils.fileio import check_output_file
         check_output_file(args.json, "--json")
     return reduced
 
@@ -208,7 +199,7 @@ def run(args) -> int:
         return 0
     reduced = _resolve(args)
     import jittor as jt
-    from engine.complexity import count_flops, count_parameters
+    from models.complexity import count_flops, count_parameters
     from models import build_model
     if reduced:
         where = " for the CPU" if args.device == "cpu" else ""
@@ -249,8 +240,8 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    from engine import cli
-    return cli.run_main(run, get_args_parser().parse_args(argv))
+    from cli.main import run_main
+    return run_main(run, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ the same function):
 3. ``train``: one training step (forward in training mode, cross-entropy of
    the bilinearly upsampled logits plus 0.4 x the auxiliary loss, backward,
    SGD with momentum 0.9 and weight decay 1e-4); on the Jittor side exactly
-   ``engine.loop.train_step`` with ``SegmentationLoss`` and
+   ``engine.train_loop.train_step`` with ``SegmentationLoss`` and
    ``engine.optim.build_optimizer``, what train.py runs. ``eval``: the
    eval-mode forward pass under no_grad. Time is the median of ``--repeat``
    runs after ``--warmup`` runs (Jittor synchronised before each clock
@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 
-from bench_common import combine_rounds, cpu_model, median_ratio, rss_kb, run_worker, write_record
+from bench_common import combine_rounds, cpu_model, median_ratio, rss_kb, run_worker, time_runs, write_record
 
 DEFAULT_MODELS = ("ccnet_resnet50", "ccnet_van_b2")
 FRAMEWORKS = ("jittor", "torch")
@@ -75,15 +75,7 @@ def _timed(run, sync, warmup: int, repeat: int) -> dict:
     run()
     sync()
     first = time.perf_counter() - start
-    for _ in range(warmup):
-        run()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
+    times = time_runs(run, warmup, repeat, sync)
     peak_kb = rss_kb("VmHWM")
     return {"ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times], "first_ms": 1000 * first,
             "peak_rss_mb": peak_kb / 1024, "rise_mb": (peak_kb - base_kb) / 1024, "base_rss_mb": base_kb / 1024}
@@ -96,7 +88,7 @@ def export(model_name: str, folder: str) -> dict:
     import numpy as np
     import jittor_env  # noqa: F401  (before jittor)
     import jittor as jt
-    from engine.compat import materialize
+    from utils.jittor_fixes import materialize
     from models import build_model
     from models.weights import load_state_dict_strict
     from torch_mirror import describe
@@ -176,8 +168,8 @@ def measure(framework: str, model_name: str, mode: str, folder: str, size, batch
 
     import jittor_env  # noqa: F401  (before jittor)
     import jittor as jt
-    from engine.compat import materialize
-    from engine.loop import train_step
+    from utils.jittor_fixes import materialize
+    from engine.train_loop import train_step
     from engine.optim import build_optimizer
     from models import build_model
     from models.losses import SegmentationLoss
@@ -272,7 +264,7 @@ def _check_args(args) -> None:
     except ImportError:
         raise ValueError("PyTorch is the reference of this benchmark: pip install torch (the CPU build)") from None
     if args.json:
-        from pretrained.io import check_output_file
+        from utils.fileio import check_output_file
         check_output_file(args.json, "--json")
 
 
@@ -348,8 +340,8 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.worker:
         return worker(args)
-    from engine import cli
-    return cli.run_main(run, args)
+    from cli.main import run_main
+    return run_main(run, args)
 
 
 if __name__ == "__main__":

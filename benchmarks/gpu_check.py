@@ -1,6 +1,6 @@
 """Check and time the criss-cross attention CUDA kernels on a GPU, outside Jittor.
 
-The kernels of models/cca_cuda.cuh are compiled with CuPy (NVRTC, -std=c++14)
+The kernels of models/ops/cca_cuda.cuh are compiled with CuPy (NVRTC, -std=c++14)
 and run on PyTorch's CUDA tensors, so one script needs only torch and CuPy:
 
 1. Correctness: forward and backward of ca_weight and ca_map against a float64
@@ -89,7 +89,7 @@ class Kernels:
     def __init__(self):
         import cupy
         self.cupy = cupy
-        with open(os.path.join(ROOT, "models", "cca_cuda.cuh")) as f:
+        with open(os.path.join(ROOT, "models", "ops", "cca_cuda.cuh")) as f:
             source = f.read()
         self.module = cupy.RawModule(code=source, options=("-std=c++14",),
                                      name_expressions=list(self.NAMES.values()))
@@ -122,7 +122,7 @@ class Kernels:
 
 
 def make_autograd(kernels):
-    """ca_weight / ca_map as torch autograd Functions over our kernels (backward as in models/cca.py)."""
+    """ca_weight / ca_map as torch autograd Functions over our kernels (backward as in models/ops/cca.py)."""
     import torch
 
     class CAWeight(torch.autograd.Function):

@@ -9,7 +9,7 @@ Three commands (``benchmarks/gpu_run.sh`` runs all three):
        select), a convolution (cuDNN when it loaded) and a depthwise convolution's
        backward (the CUB warp reduce); plus which extern libraries loaded and the nvcc
        flags.
-    2. ``ca_weight``, ``ca_map`` and ``criss_cross_attention`` (``models/cca.py``,
+    2. ``ca_weight``, ``ca_map`` and ``criss_cross_attention`` (``models/ops/cca.py``,
        ``impl="kernel"``): forward and the gradients of every input on CUDA
        against the same on the CPU (the C++ kernel), at a few shapes (H != W, H = 1,
        W = 1, a 769 crop's [2, 512, 97, 97]), in float32 and float16 (float16 on CUDA
@@ -153,7 +153,7 @@ def backend_checks(jt) -> list[dict]:
 def op_checks(jt, shapes=OP_SHAPES, dtypes=("float32", "float16")) -> list[dict]:
     """ca_weight / ca_map / criss_cross_attention, forward and backward, on CUDA against the CPU."""
     import numpy as np
-    from models.cca import ca_map, ca_weight, criss_cross_attention
+    from models.ops.cca import ca_map, ca_weight, criss_cross_attention
     rows = []
     for shape in shapes:
         B, C, H, W = shape
@@ -265,8 +265,8 @@ def cmd_eval(args) -> int:
     import jittor as jt
     from bench_common import jittor_peak_bytes
     from datasets.presets import get_preset
-    from engine.compat import materialize
-    from engine.inference import inference
+    from utils.jittor_fixes import materialize
+    from evaluation.inference import inference
     from models import build_model
     if args.device == "cuda" and not jt.has_cuda:
         print("gpu_jittor_check eval: Jittor has no CUDA here", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import jittor_env  # noqa: F401  (must run before jittor is imported)
 
-from models.input_norm import InputNorm
+from utils.input_norm import InputNorm
 
 from .ade20k import ADE20KDataset
 from .base import DatasetError, Sample, SegmentationDataset, read_image
@@ -52,7 +52,7 @@ def build_dataset(preset_name: str, root: str, split: Optional[str] = None, trai
             normalise) and loader defaults ``batch_size=preset.batch_size``,
             ``shuffle=True``, ``drop_last=True``; otherwise the eval transform
             (optional resize, normalise) with ``batch_size=1``.
-        input_norm: the backbone's normalisation (``models.input_norm``); required.
+        input_norm: the backbone's normalisation (``utils.input_norm``); required.
         crop_size, test_size, scale_range: override the preset.
         flip: the random horizontal flip of the training transform (it swaps the
             preset's ``flip_pairs``, e.g. LIP's left/right arms).
@@ -63,7 +63,7 @@ def build_dataset(preset_name: str, root: str, split: Optional[str] = None, trai
     """
     preset = get_preset(preset_name)
     if not isinstance(input_norm, InputNorm):
-        raise TypeError("build_dataset needs input_norm=<models.input_norm.InputNorm> "
+        raise TypeError("build_dataset needs input_norm=<utils.input_norm.InputNorm> "
                         "(the backbone's normalisation, e.g. CAFFE_BGR or IMAGENET_RGB)")
     if split is None:
         split = preset.train_split if train else preset.val_split

@@ -117,16 +117,23 @@ def read_image(path: str) -> np.ndarray:
                            f"({exc})") from None
 
 
-def read_label_raw(path: str) -> np.ndarray:
-    """HxW uint8 label as stored: palette PNGs give their indices, grayscale its values."""
+def open_label(path: str, palette_as_rgb: bool = False) -> tuple[str, np.ndarray]:
+    """``(image mode, pixels)`` of a label file (a palette image as RGB colours with ``palette_as_rgb``).
+
+    FileNotFoundError or DatasetError naming the file when it is missing or broken.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"label file not found: {path!r}")
     try:
         with Image.open(path) as im:
-            mode = im.mode
-            label = np.array(im)
+            return im.mode, np.array(im.convert("RGB")) if palette_as_rgb and im.mode == "P" else np.array(im)
     except Exception as exc:  # PIL raises several types for broken files
         raise DatasetError(f"cannot read label {path!r} (corrupt or not an image file): {exc}") from exc
+
+
+def read_label_raw(path: str) -> np.ndarray:
+    """HxW uint8 label as stored: palette PNGs give their indices, grayscale its values."""
+    mode, label = open_label(path)
     if mode not in ("L", "P", "I", "I;16", "I;16B"):
         raise DatasetError(f"label {path!r} has image mode {mode!r}; expected a single-channel "
                            "index image (grayscale 'L' or palette 'P'), not a colour rendering")

@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import numpy as np
-from PIL import Image
 
-from .base import DatasetError, Sample, SegmentationDataset, make_lut, pair_samples, require_dir
+from .base import DatasetError, Sample, SegmentationDataset, make_lut, open_label, pair_samples, require_dir
 from .presets import CAMVID32_CLASSES
 
 __all__ = ["CamVidDataset", "CamVid32Dataset", "LAYOUT", "LAYOUT_32", "read_class_dict", "read_color_label"]
@@ -136,14 +135,7 @@ def read_class_dict(path: str) -> list[tuple[str, tuple[int, int, int]]]:
 
 def read_color_label(path: str) -> np.ndarray:
     """HxWx3 uint8 RGB colour mask (palette PNGs give their colours); DatasetError naming the file otherwise."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"label file not found: {path!r}")
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            label = np.array(im.convert("RGB")) if mode == "P" else np.array(im)
-    except Exception as exc:  # PIL raises several types for broken files
-        raise DatasetError(f"cannot read label {path!r} (corrupt or not an image file): {exc}") from exc
+    mode, label = open_label(path, palette_as_rgb=True)
     if mode not in ("RGB", "P"):
         raise DatasetError(f"label {path!r} has image mode {mode!r}; expected an RGB colour mask with the "
                            "colours of class_dict.csv (for grayscale index labels use the 11-class 'camvid' layout)")

@@ -30,12 +30,12 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from models.input_norm import InputNorm
+from utils.input_norm import InputNorm
+from utils.sizes import pair
 
 from .presets import DatasetPreset
 
 __all__ = [
-    "pair",
     "Compose",
     "RandomResize",
     "Resize",
@@ -52,17 +52,6 @@ __all__ = [
 
 Label = Optional[np.ndarray]
 Transform = Callable[[np.ndarray, Label, np.random.Generator], tuple[np.ndarray, Label]]
-
-
-def pair(value, name: str = "size") -> tuple[int, int]:
-    """``N``, ``[N]`` or ``(H, W)`` as ``(H, W)`` of positive integers; a ValueError naming ``name`` otherwise."""
-    values = [value] if isinstance(value, (int, np.integer)) else list(value)
-    if len(values) == 1:
-        values = values * 2
-    if (len(values) != 2 or not all(isinstance(v, (int, np.integer)) or float(v).is_integer() for v in values)
-            or min(values) <= 0):
-        raise ValueError(f"{name} takes one or two positive integers (H [W]), got {value}")
-    return int(values[0]), int(values[1])
 
 
 def _need_label(label: Label, name: str) -> np.ndarray:
@@ -296,11 +285,11 @@ class PhotoMetricDistortion:
 
 
 class Normalize:
-    """Apply the backbone's :class:`~models.input_norm.InputNorm` (RGB in, float32 out)."""
+    """Apply the backbone's :class:`~utils.input_norm.InputNorm` (RGB in, float32 out)."""
 
     def __init__(self, input_norm: InputNorm) -> None:
         if not isinstance(input_norm, InputNorm):
-            raise TypeError(f"Normalize needs a models.input_norm.InputNorm, got {type(input_norm).__name__}")
+            raise TypeError(f"Normalize needs a utils.input_norm.InputNorm, got {type(input_norm).__name__}")
         self.input_norm = input_norm
 
     def __call__(self, image, label, rng):

@@ -1,24 +1,16 @@
-"""The engine: everything between the models and datasets below and the scripts above.
+"""The training core: the loop and what it needs, with no knowledge of scripts, files or configurations.
 
-==================  ==========================================================
-``dist``            processes, devices, seeds (``mpirun``)
-``optim``           optimizers, the poly schedule, optimizer state
-``checkpoint``      checkpoints, and ``load_model``: the one way to get a model
-                    from a file (train.py checkpoint, run folder, weights file)
-``config``          train.py's configuration: defaults, presets, resume rules
-``official``        the official CCNet's command-line spellings mapped to ours
-``run_folder``      what a run folder holds, and what may be removed from it
-``loop``            the training loop: step, log, snapshots, evaluation
-``training``        train.py's run: options -> model, data, optimizer -> loop
-``inference``       whole / sliding window / TTA, preprocessing, colourising
-``evaluation``      the evaluation loop, metrics, evaluate.py's run
-``attention``       criss-cross attention maps composed over the passes
-``complexity``      parameters and FLOPs counted from the layers
-``report``          compare.py's side-by-side report of runs
-``cli``             argument groups and the error wrapper of the scripts
-``compat``          workarounds for Jittor 1.3.11 bugs
-==================  ==========================================================
+================  ============================================================
+``train_loop``    the training loop: batches, one step, the periodic work
+``run_log``       ``log.jsonl``, ``train.log`` and the progress bar (and reading them)
+``snapshots``     the checkpoints of a run folder: numbered, last, best
+``checkpoint``    the checkpoint format, reading and writing it
+``optim``         optimizers, the poly schedule, optimizer state
+``amp``           mixed precision's loss scaler
+``launch``        device and seeds of each process
+================  ============================================================
 
-Import the submodules (``from engine.checkpoint import load_model``); this
-package itself imports nothing, so that any part can be loaded alone.
+Import the submodules (``from engine.train_loop import train``); this
+package itself imports nothing. Evaluation comes into the loop as a callable
+(``train(..., eval_fn=...)``), so the engine never imports ``evaluation``.
 """

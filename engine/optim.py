@@ -69,7 +69,7 @@ def release_gradients(optimizer: jt.optim.Optimizer) -> None:
     gradient in memory to the end of the step's execution, although the
     update that reads it runs as soon as it is ready, and on until the next
     step (through an evaluation, while a checkpoint is written): up to a
-    parameter-sized set, 209 MB for CCNet R-50. PyTorch frees them
+    parameter-sized set. PyTorch frees them
     (``zero_grad(set_to_none=True)``). Called after ``optimizer.step(loss)``
     and before the step runs, it lets each gradient go once its update has
     run. The next ``optimizer.backward`` creates the list again and, with the

@@ -1,4 +1,10 @@
-"""CCNet models: the criss-cross attention op, backbones, heads and losses.
+"""CCNet models: the custom kernels, layers, backbones, heads and losses.
+
+``ops/`` holds the custom kernels (criss-cross attention, BatchNorm,
+convolutions, the upsampled cross-entropy), ``layers`` the plain layers built
+on them, ``resnet`` / ``van`` the backbones, ``ccnet`` the criss-cross
+attention module, the heads and the segmentor, ``losses/`` one loss per
+module, ``weights`` strict loading, ``complexity`` parameter and FLOP counts.
 
 ``build_model(name, num_classes)`` builds a :class:`~models.ccnet.CCNet` from
 one of the named presets in ``MODEL_PRESETS``:

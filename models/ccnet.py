@@ -24,11 +24,14 @@ backbone under ``backbone.``)::
     dsn.1.*; dsn.2 Dropout2d; dsn.3.{weight,bias}
 
 The official code uses InPlace-ABN, one module holding the BatchNorm
-parameters and the activation (leaky ReLU, slope 0.01); :class:`BNAct` is
-that module (``models.batchnorm``), so index 1 of each ``nn.Sequential`` carries both. mmsegmentation
-uses ReLU, a 256-channel auxiliary conv without bias, and the same structure
-under other names (``decode_head.convs.0.conv`` = ``head.conva.0`` ...; see
-``pretrained/convert_ccnet.py``).
+parameters and the activation (leaky ReLU, slope 0.01); ``BNAct`` is that
+module (``models.layers``), so index 1 of each ``nn.Sequential`` carries
+both. mmsegmentation uses ReLU, a 256-channel auxiliary conv without bias,
+and the same structure under other names (``decode_head.convs.0.conv`` =
+``head.conva.0`` ...; see ``pretrained/ccnet_keys.py``).
+
+The criss-cross attention itself (:class:`CrissCrossAttention`) is the
+official module over the op of :mod:`models.ops.cca`.
 
 VAN backbones (strides 4/8/16/32) have no stride-8 last stage. A small neck
 (``self.neck``) brings stages 2-4 to stride 8: stages 3 and 4 are upsampled
@@ -47,13 +50,12 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-from engine.compat import ChannelDropout, materialize
-from models.batchnorm import BNAct, check_activation
-from models.cca import CrissCrossAttention, ca_map, ca_weight, position_softmax
-from models.input_norm import InputNorm
-from models.precision import Conv2d
+from models.layers import BNAct, ChannelDropout, Conv2d, check_activation, resize
+from models.ops.cca import ca_map, ca_weight, check_impl, criss_cross_attention, position_softmax
+from utils.input_norm import InputNorm
+from utils.jittor_fixes import materialize
 
-__all__ = ["RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
+__all__ = ["CrissCrossAttention", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
 
 MAX_RECURRENCE = 3
 
@@ -62,6 +64,30 @@ def _conv_bn_act(in_channels: int, out_channels: int, activation: str, kernel_si
                  bias: bool = False) -> list[nn.Module]:
     return [Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
             BNAct(out_channels, activation)]
+
+
+class CrissCrossAttention(nn.Module):
+    """Criss-cross attention module of CCNet: ``gamma * attention(x) + x``.
+
+    Query and key are 1x1 convolutions to ``in_channels // 8`` channels, value
+    a 1x1 convolution to ``in_channels``; ``gamma`` starts at 0, so the module
+    starts as the identity. Parameter names follow the official checkpoints.
+    """
+
+    def __init__(self, in_channels: int, impl: str = "kernel") -> None:
+        super().__init__()
+        if in_channels < 8:
+            raise ValueError(f"in_channels must be at least 8 (query/key use in_channels // 8), got {in_channels}")
+        check_impl(impl)
+        self.impl = impl
+        self.query_conv = Conv2d(in_channels, in_channels // 8, 1)
+        self.key_conv = Conv2d(in_channels, in_channels // 8, 1)
+        self.value_conv = Conv2d(in_channels, in_channels, 1)
+        self.gamma = jt.zeros((1,))
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        out = criss_cross_attention(self.query_conv(x), self.key_conv(x), self.value_conv(x), impl=self.impl)
+        return self.gamma * out + x
 
 
 class RCCAModule(nn.Module):
@@ -78,7 +104,7 @@ class RCCAModule(nn.Module):
         channels: width of the head (official ``in_channels // 4`` = 512).
         activation: ``"leaky_relu"`` (official) or ``"relu"`` (mmsegmentation).
         dropout: Dropout2d probability before the classifier.
-        cca_impl: ``"kernel"`` or ``"reference"`` (see ``models.cca``).
+        cca_impl: ``"kernel"`` or ``"reference"`` (see ``models.ops.cca``).
     """
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 512,
@@ -146,10 +172,7 @@ class FeatureNeck(nn.Module):
 
     def execute(self, features: Sequence[jt.Var]) -> jt.Var:
         size = tuple(features[0].shape[2:])
-        maps = [features[0]]
-        for f in features[1:]:
-            maps.append(f if tuple(f.shape[2:]) == size else
-                        nn.interpolate(f, size=size, mode="bilinear", align_corners=self.align_corners))
+        maps = [features[0]] + [resize(f, size, self.align_corners) for f in features[1:]]
         return self.fuse(jt.concat(maps, dim=1))
 
 
@@ -179,7 +202,7 @@ class CCNet(nn.Module):
         cca_impl: ``"kernel"`` or ``"reference"``.
         ccl_dim: if set, a 1x1 projection (``head_ccl``) of the RCCA feature to this
             many channels for the category consistent loss (TPAMI version,
-            ``models.losses.category_consistent_loss``); used in training only.
+            ``models.losses.ccl``); used in training only.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, recurrence: int = 2, channels: int = 512,
@@ -232,7 +255,7 @@ class CCNet(nn.Module):
         return self.backbone.input_norm
 
     def _sync_scalar_parameters(self) -> None:
-        """Materialise the 1-element parameters (``gamma``) before a forward pass (``compat.materialize``)."""
+        """Materialise the 1-element parameters (``gamma``) before a forward pass (``utils.jittor_fixes.materialize``)."""
         if self._scalar_params is None:
             self._scalar_params = [p for p in self.parameters() if int(np.prod(p.shape)) == 1]
         materialize(self._scalar_params)
@@ -255,10 +278,7 @@ class CCNet(nn.Module):
             main, feature = main
         aux = None
         if self.dsn is not None:
-            aux = self.dsn(features[self.aux_index])
-            if tuple(aux.shape[2:]) != tuple(main.shape[2:]):
-                aux = nn.interpolate(aux, size=tuple(main.shape[2:]), mode="bilinear",
-                                     align_corners=self.align_corners)
+            aux = resize(self.dsn(features[self.aux_index]), main.shape[2:], self.align_corners)
         return (main, aux, self.head_ccl(feature)) if ccl else (main, aux)
 
     def predict(self, x: jt.Var, size: Optional[Sequence[int]] = None) -> jt.Var:
@@ -269,17 +289,14 @@ class CCNet(nn.Module):
         out = self(x)
         if isinstance(out, tuple):
             out = out[0]
-        size = tuple(x.shape[2:]) if size is None else tuple(int(s) for s in size)
-        if tuple(out.shape[2:]) == size:
-            return out
-        return nn.interpolate(out, size=size, mode="bilinear", align_corners=self.align_corners)
+        return resize(out, x.shape[2:] if size is None else size, self.align_corners)
 
     def attention_maps(self, x: jt.Var) -> list[jt.Var]:
         """Softmax attention of each recurrence: ``recurrence`` tensors ``[B, H+W-1, h, w]``.
 
         Channel ``i < w`` is the row position ``(y, i)``; channel ``w + t`` the
         column position ``(t if t < y else t + 1, x)`` (official layout, see
-        ``models.cca``). Recomputes the backbone and the head up to the last
+        ``models.ops.cca``). Recomputes the backbone and the head up to the last
         attention.
         """
         self._sync_scalar_parameters()

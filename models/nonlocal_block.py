@@ -8,7 +8,7 @@ Every pixel attends over all ``N = H*W`` pixels::
     y_i = sum_j A_ij g_j                       # [B, value_channels, H, W]
     out = gamma * W_z(y) + x
 
-By default the block has the width of :class:`models.cca.CrissCrossAttention`
+By default the block has the width of :class:`models.ccnet.CrissCrossAttention`
 (query/key ``C // 8`` channels, value ``C`` channels, a zero-initialised
 scalar ``gamma`` and no output convolution), so that in a comparison only the
 attention pattern differs: all ``N`` positions instead of the ``H + W - 1`` of
@@ -25,8 +25,9 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-from engine.compat import matmul_per_image
-from models.precision import Conv2d, compute, float32
+from models.layers import Conv2d
+from models.precision import compute, float32
+from utils.jittor_fixes import matmul_per_image
 
 __all__ = ["NonLocalBlock"]
 

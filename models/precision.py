@@ -2,13 +2,12 @@
 
 Jittor 1.3.11 has no autocast: its ``amp_level`` flag never makes a float32
 model compute in float16. So the models' layers choose their precision from
-one switch (:func:`set_float16`, set by ``engine.amp`` for ``--amp``):
+one switch (:func:`set_float16`, set for ``--amp`` by ``engine.launch.set_device``):
 
-* :class:`Conv2d` computes in float16 (input and a float16 copy of the
-  float32 master weight; the gradient flows back to the master weight) and
-  hands on float32; otherwise it runs 1x1 and depthwise convolutions on the
-  CPU kernels of :mod:`models.conv`, the rest as Jittor's;
-* BatchNorm (``models.batchnorm``: statistics and normalisation), layer norms, softmax,
+* ``models.layers.Conv2d`` computes in float16 (input and a float16 copy of
+  the float32 master weight; the gradient flows back to the master weight)
+  and hands on float32;
+* BatchNorm (``models.layers``: statistics and normalisation), layer norms, softmax,
   the losses and the criss-cross energies stay in float32: reductions and
   exponentials overflow or lose too much in float16, and the criss-cross
   energies have no 1/sqrt(d) scaling;
@@ -28,17 +27,14 @@ from __future__ import annotations
 
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
-from jittor import nn
 
-from models.conv import depthwise_conv, kernel_path, pointwise_conv
-
-__all__ = ["set_float16", "float16_enabled", "compute", "float32", "Conv2d"]
+__all__ = ["set_float16", "float16_enabled", "compute", "float32"]
 
 _FLOAT16 = [False]
 
 
 def set_float16(enabled: bool) -> None:
-    """Turn float16 compute on or off for every layer of this module (process-wide)."""
+    """Turn float16 compute on or off for every layer that asks this module (process-wide)."""
     _FLOAT16[0] = bool(enabled)
 
 
@@ -54,25 +50,3 @@ def compute(x: jt.Var) -> jt.Var:
 def float32(x: jt.Var) -> jt.Var:
     """``x`` in float32 (a no-op for float32 and float64)."""
     return x.float32() if str(x.dtype) == "float16" else x
-
-
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` that computes in float16 when the switch is on (weights stay float32 masters).
-
-    Off, 1x1 and depthwise convolutions run on the CPU kernels of
-    :mod:`models.conv` where :func:`models.conv.kernel_path` allows, the rest
-    as ``nn.Conv2d``.
-    """
-
-    def execute(self, x: jt.Var) -> jt.Var:
-        if not _FLOAT16[0]:
-            path = kernel_path(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
-            if path == "pointwise":
-                return pointwise_conv(x, self.weight, self.bias)
-            if path == "depthwise":
-                return depthwise_conv(x, self.weight, self.bias, self.padding[0], self.dilation[0])
-            return super().execute(x)
-        bias = None if self.bias is None else self.bias.float16()
-        y = nn.conv2d(compute(x), self.weight.float16(), bias, self.stride, self.padding, self.dilation,
-                      self.groups)
-        return y.float32()

@@ -36,9 +36,8 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-from models.input_norm import CAFFE_BGR, IMAGENET_RGB, InputNorm
-from models.batchnorm import BatchNorm, BNAct
-from models.precision import Conv2d
+from models.layers import BatchNorm, BNAct, Conv2d
+from utils.input_norm import CAFFE_BGR, IMAGENET_RGB, InputNorm
 from models.weights import load_state_dict_strict
 
 __all__ = [
@@ -81,7 +80,7 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 class Bottleneck(nn.Module):
     """ResNet bottleneck (1x1 -> 3x3 -> 1x1, expansion 4), stride on the 3x3 conv.
 
-    Each BatchNorm carries the ReLU after it (``models.batchnorm.BNAct``), the
+    Each BatchNorm carries the ReLU after it (``models.layers.BNAct``), the
     last one after the residual add: ``relu(bn3(conv3) + identity)``.
     """
 

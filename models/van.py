@@ -21,9 +21,9 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-from models.input_norm import IMAGENET_RGB, InputNorm
-from models.batchnorm import BatchNorm
-from models.precision import Conv2d, float32
+from models.layers import BatchNorm, Conv2d
+from models.precision import float32
+from utils.input_norm import IMAGENET_RGB, InputNorm
 from models.weights import load_state_dict_strict
 
 __all__ = [

@@ -7,7 +7,7 @@ key is accounted for: :func:`load_state_dict_strict` compares the file with
 anything) if a key is missing, unexpected or has the wrong shape. Values are
 cast to each parameter's own dtype.
 
-A path is read with :func:`pretrained.io.read_weights` (the ``.pkl`` files
+A path is read with :func:`utils.weight_files.read_weights` (the ``.pkl`` files
 written by ``convert_weights.py``, a plain ``{name: array}`` pickle, or a
 PyTorch file whose keys already match, read without torch).
 """
@@ -22,8 +22,10 @@ import numpy as np
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
-from engine.compat import materialize
-from pretrained.io import FileFormatError, read_weights
+from utils.errors import UserError
+from utils.fileio import FileFormatError
+from utils.jittor_fixes import materialize
+from utils.weight_files import read_weights
 
 __all__ = ["LoadReport", "WeightLoadError", "load_state_dict_strict"]
 
@@ -31,7 +33,7 @@ __all__ = ["LoadReport", "WeightLoadError", "load_state_dict_strict"]
 IGNORED_SUFFIXES: tuple[str, ...] = ("num_batches_tracked",)
 
 
-class WeightLoadError(RuntimeError):
+class WeightLoadError(UserError, RuntimeError):
     """A weights file does not fit the model."""
 
 
@@ -145,7 +147,7 @@ def load_state_dict_strict(model: jt.nn.Module, state_dict_or_path: Union[str, M
         raise WeightLoadError(f"{where} does not fit {type(model).__name__}:\n{report.summary()}")
     for var, array in to_load:
         var.update(jt.array(np.ascontiguousarray(array).astype(str(var.dtype), copy=False)))
-    materialize(var for var, _ in to_load)  # see engine.compat.materialize
+    materialize([var for var, _ in to_load])  # see utils.jittor_fixes.materialize
     if verbose and not report.ok:
         print(f"warning: non-strict load from {where}:\n{report.summary()}", file=sys.stderr)
     return report

@@ -1,9 +1,16 @@
-"""Pretrained ImageNet weights: known source files and the converter.
+"""Weights from PyTorch code: known source files, the key maps of their layouts, the converter.
 
 Weights are not downloaded at run time. Fetch a PyTorch checkpoint yourself
-and convert it once with ``python convert_weights.py FILE`` (see
-``pretrained/convert.py`` for the layouts); the result is a Jittor ``.pkl``
-under this folder, loaded by the model builders' ``pretrained=`` argument.
+and convert it once with ``python convert_weights.py FILE``; the result is a
+Jittor ``.pkl`` under this folder, loaded by the model builders'
+``pretrained=`` argument.
+
+=================  ============================================================
+``backbone_keys``  ImageNet backbone layouts (ResNet, VAN): detect, map keys
+``ccnet_keys``     whole CCNet layouts (official, mmsegmentation): detect, map
+                   keys, read preset and class count from the tensors
+``converter``      a checkpoint -> Jittor weights: recognise, map, check, write
+=================  ============================================================
 
 ``KNOWN_FILES`` lists upstream files by name with their layout and the
 architecture they hold; ``convert_weights.py`` prints the entry when it sees

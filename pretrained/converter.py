@@ -1,15 +1,29 @@
 """The converter: any supported PyTorch checkpoint to Jittor weights, in memory or file to file.
 
-:func:`convert_checkpoint` reads (without torch) and converts a backbone
-checkpoint (the layouts of :mod:`pretrained.convert`) or a whole CCNet
-(:mod:`pretrained.convert_ccnet`), checks that every tensor fits the Jittor
-model and returns ``(state_dict, meta)``; :func:`convert_file` writes that as
-a ``.pkl`` weights file (``convert_weights.py``).
+:func:`convert_checkpoint` takes what a PyTorch file holds (read without
+torch, :mod:`utils.torch_reader`) one step at a time: find the state dict,
+recognise its layout -- a whole CCNet (:mod:`pretrained.ccnet_keys`) or an
+ImageNet backbone (:mod:`pretrained.backbone_keys`) --, map its keys, check
+that every tensor fits the Jittor model it is for, and return ``(state_dict,
+meta)``; :func:`convert_file` writes that as a ``.pkl`` weights file
+(``convert_weights.py``).
+
+``meta`` of a whole CCNet holds ``arch`` (= the preset; also as ``model``),
+``num_classes``, ``recurrence``, ``align_corners`` and ``overrides`` (the
+extra ``build_model`` keywords; also as ``model_opts``), so that::
+
+    model = build_model(meta["arch"], meta["num_classes"], meta["recurrence"], **meta["overrides"])
+    load_state_dict_strict(model, path)          # models.weights
+
+rebuilds it (``apis.model_files.load_model`` does both). The recurrence is
+not in the weights: the official code trains and evaluates with any R; its
+released models use R=2 (pass ``recurrence`` / ``--recurrence`` for the R=1
+model).
 """
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -17,16 +31,18 @@ import numpy as np
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
-from models import BACKBONES
-from models.input_norm import CAFFE_BGR, IMAGENET_RGB, InputNorm
+from models import BACKBONES, MODEL_PRESETS, build_model
 from models.van import VAN_LEGACY_NAMES
 from models.weights import load_state_dict_strict
 from pretrained import KNOWN_FILES, PRETRAINED_DIR
-from pretrained.convert import (LAYOUTS, RESNET_LAYOUT_STEM, ConversionError, check_fits, convert_backbone,
-                                default_output_name, describe_arch, detect_layout, infer_arch, unwrap)
-from pretrained.convert_ccnet import convert_ccnet_checkpoint, detect_ccnet_layout
-from pretrained.io import WEIGHTS_FORMAT, check_output_dir, check_output_file, save_weights
-from pretrained.torch_reader import CheckpointFormatError, read_torch_checkpoint
+from pretrained.backbone_keys import (LAYOUTS, RESNET_LAYOUT_STEM, ConversionError, check_fits, convert_backbone,
+                                      default_output_name, describe_arch, detect_layout, infer_arch, unwrap)
+from pretrained.ccnet_keys import (CCNET_LAYOUTS, checkpoint_align_corners, class_names, convert_ccnet_state_dict,
+                                   detect_ccnet_layout, infer_ccnet_config)
+from utils.fileio import check_output_dir, check_output_file
+from utils.input_norm import CAFFE_BGR, IMAGENET_RGB, InputNorm
+from utils.torch_reader import CheckpointFormatError, read_torch_checkpoint
+from utils.weight_files import WEIGHTS_FORMAT, save_weights
 
 __all__ = ["ARCHS", "normalise_arch", "build_target", "input_norm_name", "verify_forward", "read_checkpoint",
            "convert_checkpoint", "convert_file"]
@@ -58,14 +74,19 @@ def input_norm_name(norm: InputNorm) -> str:
 
 
 def verify_forward(model, size: int = 64) -> list[tuple[int, ...]]:
-    """One eval-mode forward pass on a random image; raises ConversionError on a non-finite output."""
+    """One eval-mode forward pass on a random image; the output shapes, or ConversionError if one is not finite.
+
+    A backbone returns its stages, a CCNet its logits.
+    """
     model.eval()
     x = jt.array(np.random.RandomState(0).randn(1, 3, size, size).astype("float32"))
     with jt.no_grad():
-        outs = [o.numpy() for o in model(x)]
+        out = model(x)
+    outs = [o.numpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
     for i, o in enumerate(outs):
         if not np.isfinite(o).all():
-            raise ConversionError(f"--verify: stage {i + 1} output has non-finite values")
+            what = f"stage {i + 1} output" if len(outs) > 1 else "the output"
+            raise ConversionError(f"--verify: {what} has non-finite values")
     return [tuple(o.shape) for o in outs]
 
 
@@ -77,20 +98,27 @@ def read_checkpoint(src: str) -> Any:
         raise ConversionError(f"{e}. Pass a file written by torch.save (.pth, .pt, .pth.tar).") from None
 
 
+def _silent(line: str) -> None:
+    """The log of a conversion that prints nothing."""
+
+
 def convert_checkpoint(src: str, obj: Any = None, arch: Optional[str] = None, layout: Optional[str] = None,
-                       prefix: Optional[str] = None, verify: bool = False, log: Callable[[str], None] = print,
+                       prefix: Optional[str] = None, verify: bool = False,
+                       log: Optional[Callable[[str], None]] = print,
                        recurrence: Optional[int] = None) -> tuple[dict, dict, str]:
     """Convert a PyTorch checkpoint in memory; returns ``(state_dict, meta, default output file name)``.
 
-    ``obj`` is what ``src`` holds (read here when None). Whole CCNet
-    checkpoints (official snapshots, mmsegmentation) go to
-    :func:`pretrained.convert_ccnet.convert_ccnet_checkpoint` (``arch`` is then
-    a ``models.MODEL_PRESETS`` name, ``recurrence`` is recorded in the
-    metadata); everything else is a backbone (``arch`` in :data:`ARCHS`).
+    ``obj`` is what ``src`` holds (read here when None); ``log`` gets one line
+    per step (None: silent). Whole CCNet
+    checkpoints (official snapshots, mmsegmentation) are converted to a
+    ``models.MODEL_PRESETS`` preset (``arch`` may name it, ``recurrence`` is
+    recorded in the metadata); everything else is a backbone (``arch`` in
+    :data:`ARCHS`).
 
     Raises ConversionError when the file is not a checkpoint, its layout is
     unknown, or it does not fit the architecture.
     """
+    log = log or _silent
     ccnet_preset = arch if arch is not None and arch.startswith("ccnet_") else None
     arch = None if ccnet_preset else normalise_arch(arch)
     if layout is not None and layout not in LAYOUTS:
@@ -109,7 +137,7 @@ def convert_checkpoint(src: str, obj: Any = None, arch: Optional[str] = None, la
         k = KNOWN_FILES[name]
         log(f"  known file: {k['source']} ({k['arch']}, layout {k['layout']})")
     if layout is None and prefix is None and detect_ccnet_layout(sd) is not None:
-        state_dict, meta = convert_ccnet_checkpoint(src, obj, ccnet_preset, recurrence, verify, log)
+        state_dict, meta = _convert_ccnet(src, obj, sd, ccnet_preset, recurrence, verify, log)
         return state_dict, meta, f"{meta['arch']}_{meta['num_classes']}cls.pkl"
     if ccnet_preset or recurrence is not None:
         raise ConversionError(f"{src} is not a whole CCNet checkpoint (no head.conva / decode_head.cca keys); "
@@ -194,6 +222,77 @@ def convert_checkpoint(src: str, obj: Any = None, arch: Optional[str] = None, la
         "source": name,
     }
     return state_dict, meta, default_output_name(arch, layout)
+
+
+def _convert_ccnet(src: str, obj: Any, sd: dict, preset: Optional[str] = None, recurrence: Optional[int] = None,
+                             verify: bool = False, log: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """Convert a loaded whole-CCNet checkpoint ``obj`` (read from ``src``); returns ``(state_dict, meta)``.
+
+    Args:
+        src: the source path (for messages and the recorded source).
+        obj: the object read from ``src`` (``read_torch_checkpoint``), for the metadata it records.
+        sd: its state dict (unwrapped).
+        preset: the target preset; inferred if None, and must agree with the file otherwise.
+        recurrence: recorded in the metadata (the preset's, 2, if None).
+        verify: load the result into the model and run one forward pass.
+
+    Raises:
+        ConversionError: the message says why.
+    """
+    result, layout = convert_ccnet_state_dict(sd)
+    log(f"  layout: {layout} (detected: {CCNET_LAYOUTS[layout]})")
+    found, num_classes, overrides, what = infer_ccnet_config(result.state_dict, layout)
+    log(f"  holds {what}")
+    if preset is None:
+        preset = found
+        log(f"  preset: {preset} (inferred)")
+    elif preset not in MODEL_PRESETS:
+        raise ConversionError(f"unknown preset {preset!r}; valid: {', '.join(MODEL_PRESETS)}")
+    elif preset != found:
+        raise ConversionError(f"{src} holds a {what}, which is preset {found}, not {preset}; "
+                              f"drop --arch or pass --arch {found}")
+    if recurrence is None:
+        recurrence = MODEL_PRESETS[preset]["recurrence"]
+    if recurrence not in range(4):
+        raise ConversionError(f"recurrence must be 0..3, got {recurrence}")
+    align_corners = MODEL_PRESETS[preset]["align_corners"]
+    from_meta = checkpoint_align_corners(obj)
+    if from_meta is not None and from_meta != align_corners:
+        overrides["align_corners"] = from_meta
+        log(f"  align_corners={from_meta} (from the config stored in the checkpoint)")
+        align_corners = from_meta
+
+    model = build_model(preset, num_classes, recurrence=recurrence, **overrides)
+    check_fits(result.state_dict, model, f"{src} does not fit {preset} ({num_classes} classes)")
+    state_dict = OrderedDict((k, np.asarray(v, dtype=np.float32)) for k, v in result.state_dict.items())
+    log(f"converted {len(state_dict)} tensors ({len(result.renamed)} renamed), skipped {len(result.skipped)}")
+
+    if verify:
+        load_state_dict_strict(model, state_dict, strict=True)
+        shapes = verify_forward(model, 65)
+        log(f"verify: one forward pass on a random 65x65 image, logits {list(shapes[0])}, all finite")
+
+    norm = model.input_norm
+    meta = {
+        "format": WEIGHTS_FORMAT,
+        "version": 1,
+        "arch": preset,
+        "preset": preset,
+        "num_classes": num_classes,
+        "recurrence": recurrence,
+        "align_corners": align_corners,
+        "overrides": overrides,
+        "model": preset,          # the names train.py checkpoints use for the same things
+        "model_opts": overrides,
+        "layout": layout,
+        "stem": model.backbone.stem_type,
+        "input_norm_values": {"mean": list(norm.mean), "std": list(norm.std), "bgr": norm.bgr},
+        "source": os.path.basename(src),
+    }
+    names = class_names(obj)
+    if names and len(names) == num_classes:
+        meta["class_names"] = names
+    return state_dict, meta
 
 
 def convert_file(src: str, output: Optional[str] = None, arch: Optional[str] = None,

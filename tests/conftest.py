@@ -6,12 +6,9 @@ for path in (ROOT, os.path.join(ROOT, "benchmarks")):  # the library, and the be
     if path not in sys.path:
         sys.path.insert(0, path)
 
-# Jittor 1.3.11's parallel op compiler crashes now and then while it compiles a new fused op (a
-# segfault in VarRelayManager::get_relay_src on a compile thread, after which its exit handler
-# deadlocks against PyTorch's; once an op generated with an empty dtype in its key): one test
-# failed so in each of two suite runs from an empty Jittor cache on 2026-12-02 (8 and 2 compile
-# threads); a rerun, with the op cached, passes. The tests compile in one thread (their
-# subprocesses inherit this) unless told otherwise.
+# Jittor 1.3.11's parallel op compiler crashes now and then while it compiles a new op
+# (docs/jittor.md): the tests compile in one thread (their subprocesses inherit this) unless told
+# otherwise.
 os.environ.setdefault("use_parallel_op_compiler", "1")
 
 import jittor_env  # noqa: E402,F401  (before jittor)

@@ -11,13 +11,14 @@ import jittor as jt
 from jittor import nn
 
 import train
-from engine import dist, training
+import apis.train
 from engine.amp import GradScaler
 from engine.checkpoint import load_checkpoint
 from models import build_model
 from models.losses import SegmentationLoss
-from models.batchnorm import BatchNorm
-from models.precision import Conv2d, set_float16
+from models.layers import BatchNorm
+from models.layers import Conv2d
+from models.precision import set_float16
 from seg_fixtures import train_args, write_blocks_dataset
 
 TINY = dict(backbone_kwargs={"embed_dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]},
@@ -87,7 +88,7 @@ def test_float16_where_it_is_safe_float32_where_it_is_not(float16, monkeypatch):
     spy(model.head.conva[0], "conv")
     spy(model.head.conva[1], "bn")
     spy(model.backbone.norm1, "layer_norm")
-    import models.cca as cca
+    import models.ops.cca as cca
     conv_inputs = []
     original_conv2d = nn.conv2d
     monkeypatch.setattr(nn, "conv2d", lambda x, w, *a: conv_inputs.append((x.dtype, w.dtype))
@@ -118,11 +119,11 @@ def test_amp_run_resumes_exactly_with_its_scaler(tmp_path, monkeypatch):
     def cpu_amp(no_cuda=False, amp=False):
         set_float16(amp)
         return "cpu"
-    monkeypatch.setattr(dist, "set_device", cpu_amp)
+    monkeypatch.setattr(apis.train, "set_device", cpu_amp)
     data = write_blocks_dataset(str(tmp_path / "data"), num_train=4, num_val=2)
 
     def run(args):
-        return training.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
+        return apis.train.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
     try:
         run(train_args(data, tmp_path / "full", "--iters", 4, "--amp"))
         run(train_args(data, tmp_path / "half", "--iters", 4, "--amp", "--stop-after", 2))
@@ -139,9 +140,9 @@ def test_amp_run_resumes_exactly_with_its_scaler(tmp_path, monkeypatch):
 def test_a_resumed_run_keeps_its_precision_unless_told(tmp_path, monkeypatch):
     """Resuming a mixed-precision run keeps --amp (refused on the CPU with the fix named); --no-amp drops it."""
     data = write_blocks_dataset(str(tmp_path / "data"), num_train=4, num_val=2)
-    monkeypatch.setattr(dist, "set_device", lambda no_cuda=False, amp=False: set_float16(amp) or "cpu")
+    monkeypatch.setattr(apis.train, "set_device", lambda no_cuda=False, amp=False: set_float16(amp) or "cpu")
     try:
-        training.run(train.options_from_args(train.get_args_parser().parse_args(
+        apis.train.run(train.options_from_args(train.get_args_parser().parse_args(
             [str(a) for a in train_args(data, tmp_path / "run", "--iters", 4, "--amp", "--stop-after", 2)])))
     finally:
         set_float16(False)
@@ -151,7 +152,7 @@ def test_a_resumed_run_keeps_its_precision_unless_told(tmp_path, monkeypatch):
     def resume(*extra):
         args = train.get_args_parser().parse_args(["--resume", str(tmp_path / "run"), "--no-progress", "-j", "0",
                                                    *extra])
-        return training.run(train.options_from_args(args))
+        return apis.train.run(train.options_from_args(args))
     with pytest.raises(ValueError, match=r"needs a CUDA GPU.*--no-amp"):
         resume()
     resume("--no-amp")

@@ -5,7 +5,7 @@ from PIL import Image
 
 import jittor as jt
 import visualize_attention
-from engine import attention as va
+from visualization import attention as va
 from engine.checkpoint import model_state, save_checkpoint
 from models import build_model
 

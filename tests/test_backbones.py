@@ -7,11 +7,11 @@ import pytest
 
 import jittor as jt
 
-from models.input_norm import CAFFE_BGR, IMAGENET_RGB
+from utils.input_norm import CAFFE_BGR, IMAGENET_RGB
 from models.resnet import resnet50, resnet101
 from models.van import VAN, DropPath, build_van, van_b0, van_b1, van_b2, van_b3
 from models.weights import WeightLoadError, load_state_dict_strict
-from pretrained.io import save_weights
+from utils.weight_files import save_weights
 
 
 def trainable_params(model) -> int:

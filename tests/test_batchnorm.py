@@ -5,7 +5,8 @@ import pytest
 import jittor as jt
 from jittor import nn
 
-from models.batchnorm import BatchNorm, BNAct, batch_norm_train
+from models.layers import BatchNorm, BNAct
+from models.ops.batchnorm import batch_norm_train
 
 EPS = 1e-5
 

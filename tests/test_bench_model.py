@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import jittor as jt
-from engine.complexity import count_flops, count_parameters
+from models.complexity import count_flops, count_parameters
 from models import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +63,7 @@ torch = pytest.importorskip("torch", reason="bench_model_vs_torch compares with 
 def test_the_pytorch_mirror_computes_the_same_network(preset, overrides):
     import numpy as np
     import torch_mirror
-    from engine.compat import materialize
+    from utils.jittor_fixes import materialize
     jt.set_global_seed(0)
     model = build_model(preset, 7, **overrides)
     materialize(model.state_dict().values())

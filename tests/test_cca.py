@@ -10,7 +10,8 @@ import pytest
 import jittor as jt
 
 from cca_oracle import np_ca_map, np_ca_weight, np_softmax
-from models.cca import CrissCrossAttention, ca_map, ca_weight, criss_cross_attention, position_softmax
+from models.ccnet import CrissCrossAttention
+from models.ops.cca import ca_map, ca_weight, criss_cross_attention, position_softmax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -263,7 +264,7 @@ def test_cuda_source_compiles_with_nvcc(arch, tmp_path):
         pytest.skip(f"this nvcc ({nvcc}) cannot target {arch}; it lists {' '.join(listed)}")
     src = tmp_path / "check.cu"
     src.write_text(CUDA_CHECK)
-    cmd = [nvcc, "-std=c++14", f"-arch={arch}", "-I", os.path.join(ROOT, "models"), "-c", str(src),
+    cmd = [nvcc, "-std=c++14", f"-arch={arch}", "-I", os.path.join(ROOT, "models", "ops"), "-c", str(src),
            "-o", str(tmp_path / "check.o")]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -6,10 +6,12 @@ import pytest
 
 import jittor as jt
 import train
-from engine import training
-from engine.checkpoint import load_checkpoint, load_model
+import apis.train
+from apis.model_files import load_model
+from engine.checkpoint import load_checkpoint
 from models import build_model
-from models.losses import SegmentationLoss, category_consistent_loss, nearest_labels
+from models.losses import SegmentationLoss
+from models.losses.ccl import category_consistent_loss, nearest_labels
 from seg_fixtures import train_args, write_blocks_dataset
 
 DV, DD = 0.5, 1.5
@@ -146,7 +148,7 @@ def test_training_with_ccl_lowers_the_loss_logs_each_term_and_evaluates(tmp_path
     out = tmp_path / "run"
     args = train_args(data, out, "--iters", 8, "-b", 4, "--crop-size", 32, 64, "--no-random-scale",
                       "--no-random-mirror", "--model-opt", "dropout=0", "--ccl", "--ccl-dim", 8, "--lr", 0.02)
-    training.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
+    apis.train.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
     rows = [json.loads(x) for x in open(out / "log.jsonl") if "loss" in json.loads(x)]
     for key in ("loss_ccl_var", "loss_ccl_dis", "loss_ccl_reg"):
         assert all(key in r and np.isfinite(r[key]) for r in rows)

@@ -10,9 +10,9 @@ import pytest
 import jittor as jt
 from jittor import nn
 
-from engine.compat import ChannelDropout
+from models.layers import ChannelDropout
 from models import MODEL_PRESETS, build_model
-from models.batchnorm import BNAct
+from models.layers import BNAct
 from models.losses import SegmentationLoss
 
 
@@ -163,7 +163,7 @@ def test_one_sgd_step_reduces_loss(name, kwargs):
 def test_pretrained_backbone_is_loaded_strictly(tmp_path):
     from models.resnet import resnet50
     from models.weights import WeightLoadError
-    from pretrained.io import save_weights
+    from utils.weight_files import save_weights
     source = resnet50(stem="deep")
     state = {k: v.numpy() + 0.5 for k, v in source.state_dict().items()}
     path = str(tmp_path / "resnet50_deep.pkl")

@@ -15,8 +15,8 @@ strictly; eval-mode logits must agree within 1e-4 relative, for R = 1 and 2.
 """
 from __future__ import annotations
 
-import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -24,13 +24,15 @@ import pytest
 import jittor as jt
 
 import convert_weights
+from apis.model_files import load_model
+from layout import file_room, floors, module_graph, room_graph
 from models import CCNet, build_model
-from engine.checkpoint import load_model
 from models.weights import WeightLoadError, load_state_dict_strict
-from pretrained.convert_ccnet import checkpoint_align_corners, detect_ccnet_layout
-from pretrained.io import read_weights
+from pretrained.ccnet_keys import checkpoint_align_corners, detect_ccnet_layout
+from utils.weight_files import read_weights
 
 REL_TOL = 1e-4
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def image(batch=1, size=65, seed=0):
@@ -41,7 +43,7 @@ def image(batch=1, size=65, seed=0):
 torch = pytest.importorskip("torch", reason="the PyTorch CPU build is the parity reference (pip install torch)")
 tnn = torch.nn
 F = torch.nn.functional
-from torch_reference import make_layer  # noqa: E402  (needs torch)
+from torch_reference import make_layer, randomize  # noqa: E402  (needs torch)
 
 
 def _layers(module, inplanes, layers, contract):
@@ -217,28 +219,6 @@ class TMMSegCCNet(tnn.Module):
         return [self.decode_head(feats[3]), self.auxiliary_head(feats[2])]
 
 
-def randomize(model, seed=0):
-    """Random weights, BatchNorm statistics, and a non-zero gamma."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, tnn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.num_batches_tracked.fill_(11)
-            elif isinstance(m, tnn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        for name, p in model.named_parameters():
-            if name.endswith("cca.gamma") or name.endswith("cca.gamma.scale"):
-                p.fill_(0.8)
-    return model.eval()
-
-
 def rel_err(a, b):
     return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
 
@@ -318,6 +298,62 @@ def test_converted_file_loads_with_builder_and_refuses_wrong_preset(tmp_path):
     # --arch must agree with the file
     assert convert_weights.main([str(src), "-o", str(tmp_path / "x.pkl"), "--arch", "ccnet_resnet101"]) == 2
     assert not os.path.exists(tmp_path / "x.pkl")
+
+
+def _calls_between_files(fn):
+    """Run ``fn()`` and return every call from one project file into another, as ``(caller, callee)``, in order.
+
+    The caller is the nearest project frame below the callee (calls through
+    Jittor's or the standard library's code count as made by the project file
+    that started them).
+    """
+    calls, files = [], {}
+
+    def project(code):
+        if code.co_filename not in files:
+            files[code.co_filename] = file_room(code.co_filename) and os.path.relpath(code.co_filename, ROOT)
+        return files[code.co_filename]
+
+    def profile(frame, event, arg):
+        if event != "call":
+            return
+        callee = project(frame.f_code)
+        if not callee:
+            return
+        caller = frame.f_back
+        while caller is not None and not project(caller.f_code):
+            caller = caller.f_back
+        if caller is not None and project(caller.f_code) != callee:
+            calls.append((project(caller.f_code), callee))
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_loading_a_pytorch_checkpoint_is_one_pass_down(tmp_path):
+    """load_model(an official CCNet .pth): read, recognise, map keys, build and load, each call a floor down.
+
+    Every call from one folder into another goes to a lower floor: no file
+    calls back up into a folder above it.
+    """
+    src = tmp_path / "CS_scenes_60000.pth"
+    _save_official(src, 2, module_prefix=False)
+    calls = _calls_between_files(lambda: load_model(str(src)))
+    floor = floors(room_graph(module_graph()))
+    upward = [(a, b) for a, b in calls
+              if file_room(a) != file_room(b) and floor[file_room(b)] >= floor[file_room(a)]]
+    assert not upward, f"calls up (or across) a floor: {upward[:5]}"
+    entered = list(dict.fromkeys(b for _, b in calls))
+    # the steps, in this order: read the file, recognise its layout and map its keys, build, load
+    steps = [os.path.join(*p.split("/")) for p in (
+        "engine/checkpoint.py", "utils/torch_reader.py", "pretrained/converter.py", "pretrained/ccnet_keys.py",
+        "models/__init__.py", "models/weights.py")]
+    assert [f for f in entered if f in steps] == steps, entered
+    assert calls[0][0] == os.path.join("apis", "model_files.py")
 
 
 def test_detect_layouts_and_meta_parsing():

@@ -1,11 +1,12 @@
-"""engine.checkpoint.load_model: the one way every script gets a model from a file."""
+"""apis.model_files.load_model: the one way every script gets a model from a file."""
 import numpy as np
 import pytest
 
 import jittor as jt
-from engine.checkpoint import CheckpointError, load_model, model_state, read_model_file, save_checkpoint
+from apis.model_files import load_model, read_model_file
+from engine.checkpoint import CheckpointError, model_state, save_checkpoint
 from models import build_model
-from pretrained.io import save_weights
+from utils.weight_files import save_weights
 
 TINY = dict(backbone_kwargs={"embed_dims": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]},
             channels=16, aux_channels=8, neck_channels=16)

@@ -1,4 +1,4 @@
-"""compare.py / engine/report.py: two tiny trained and evaluated runs compared; every number in the
+"""compare.py / apis/compare.py: two tiny trained and evaluated runs compared; every number in the
 report read back from the runs' files, the figures valid PNGs, bad input refused with one clear line."""
 import json
 import os
@@ -13,8 +13,9 @@ import compare
 import evaluate
 import train
 from datasets import get_preset
-from engine import evaluation, training
-from engine.complexity import count_flops, count_parameters
+import apis.evaluate
+import apis.train
+from models.complexity import count_flops, count_parameters
 from models import build_model
 from seg_fixtures import train_args, write_blocks_dataset
 
@@ -31,8 +32,8 @@ def runs(tmp_path_factory):
     for seed in (0, 1):
         out = root / f"seed{seed}"
         args = train_args(data, out, "--iters", "6", "--eval-interval", "2", "--seed", str(seed))
-        training.run(vars(train.get_args_parser().parse_args(args)))
-        evaluation.run(vars(evaluate.get_args_parser().parse_args(
+        apis.train.run(vars(train.get_args_parser().parse_args(args)))
+        apis.evaluate.run(vars(evaluate.get_args_parser().parse_args(
             ["--checkpoint", str(out), "--no-progress", "-j", "0"])))
         folders.append(out)
     return data, folders
@@ -126,14 +127,14 @@ def test_sliding_window_and_a_checkpoint_outside_its_run(runs, tmp_path, capsys)
     model = build_model(config["model"], config["num_classes"], **config["model_opts"])
     # a sliding-window evaluation: FLOPs at the window
     slide = tmp_path / "slide"
-    evaluation.run(vars(evaluate.get_args_parser().parse_args(
+    apis.evaluate.run(vars(evaluate.get_args_parser().parse_args(
         ["--checkpoint", str(b), "--mode", "slide", "--crop-size", "32", "--stride", "16",
          "--output-dir", str(slide), "--no-progress", "-j", "0"])))
     # a checkpoint copied out of its run folder, evaluated there: no curves, the build options from the file
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(b / "checkpoint_last.pkl", alone / "model.pkl")
-    evaluation.run(vars(evaluate.get_args_parser().parse_args(
+    apis.evaluate.run(vars(evaluate.get_args_parser().parse_args(
         ["--checkpoint", str(alone / "model.pkl"), "--data-path", str(data), "--no-progress", "-j", "0"])))
     status, printed, err = compare_main(capsys, a, slide, alone / "eval_val", "--labels", "A", "S", "X",
                                         "-o", tmp_path / "r")
@@ -158,7 +159,7 @@ def test_refusals(runs, tmp_path, capsys):
     data, (a, b) = runs
     # another split: refused, naming both
     other = tmp_path / "ev_train"
-    evaluation.run(vars(evaluate.get_args_parser().parse_args(
+    apis.evaluate.run(vars(evaluate.get_args_parser().parse_args(
         ["--checkpoint", str(b), "--split", "train", "--output-dir", str(other), "--no-progress", "-j", "0"])))
     status, _, err = compare_main(capsys, a, other, "--labels", "A", "B", "-o", tmp_path / "r1")
     assert status == 2 and err.count("\n") == 1

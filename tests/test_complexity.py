@@ -1,4 +1,4 @@
-"""engine/complexity.py: FLOPs against hand counts (convs, linear, criss-cross, non-local, a tiny CCNet),
+"""models/complexity.py: FLOPs against hand counts (convs, linear, criss-cross, non-local, a tiny CCNet),
 agreement with bench_context.py's analytic count, and the parameter split of the official preset."""
 import importlib.util
 import os
@@ -8,9 +8,9 @@ import pytest
 import jittor as jt
 from jittor import nn
 
-from engine.complexity import count_flops, count_parameters
+from models.complexity import count_flops, count_parameters
 from models import build_model
-from models.cca import CrissCrossAttention
+from models.ccnet import CrissCrossAttention
 from models.nonlocal_block import NonLocalBlock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

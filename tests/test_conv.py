@@ -5,8 +5,8 @@ import pytest
 import jittor as jt
 from jittor import nn
 
-from models.conv import depthwise_conv, kernel_path, pointwise_conv
-from models.precision import Conv2d
+from models.ops.conv import depthwise_conv, kernel_path, pointwise_conv
+from models.layers import Conv2d
 
 
 @pytest.fixture(autouse=True)

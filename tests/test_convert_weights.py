@@ -10,7 +10,6 @@ whose four stage outputs must match in eval mode (relative error <= 1e-4).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import pickle
 import subprocess
@@ -22,14 +21,14 @@ import numpy as np
 import pytest
 
 import convert_weights
-from pretrained.convert import convert_backbone, convert_van_hf, detect_layout
-from pretrained.io import save_weights
-from pretrained.torch_reader import CheckpointFormatError, read_torch_checkpoint
+from pretrained.backbone_keys import convert_backbone, convert_van_hf, detect_layout
+from utils.weight_files import save_weights
+from utils.torch_reader import CheckpointFormatError, read_torch_checkpoint
 
 torch = pytest.importorskip("torch", reason="the PyTorch CPU build is the parity reference (pip install torch)")
 tnn = torch.nn
 F = torch.nn.functional
-from torch_reference import make_layer  # noqa: E402  (needs torch)
+from torch_reference import make_layer, randomize  # noqa: E402  (needs torch)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL_TOL = 1e-4
@@ -335,31 +334,6 @@ class HFVanForImageClassification(tnn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def randomize(model, seed=0):
-    """Random weights everywhere, BatchNorm running statistics and layer scales included."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, tnn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.num_batches_tracked.fill_(7)
-            elif isinstance(m, tnn.LayerNorm):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, tnn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        for name, p in model.named_parameters():
-            if "layer_scale" in name or "scaling" in name:
-                p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.25)
-    return model.eval()
 
 
 def torch_outputs(model, x):

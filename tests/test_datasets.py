@@ -16,7 +16,7 @@ from datasets.presets import voc_palette
 from datasets.transforms import (Compose, Normalize, Pad, PhotoMetricDistortion, RandomCrop,
                                  RandomHorizontalFlip, RandomResize, Resize, ToCHW,
                                  build_eval_transform, build_train_transform)
-from models.input_norm import CAFFE_BGR, IMAGENET_RGB
+from utils.input_norm import CAFFE_BGR, IMAGENET_RGB
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -434,7 +434,7 @@ _RESTART_BUSY_WORKERS = """
 import sys, time
 import jittor_env
 from datasets import build_dataset
-from models.input_norm import IMAGENET_RGB
+from utils.input_norm import IMAGENET_RGB
 ds = build_dataset("demo", sys.argv[1], train=True, input_norm=IMAGENET_RGB, batch_size=1,
                    crop_size=(8, 8), num_workers=2)
 ds.samples = ds.samples * 30          # 300 one-sample batches: more than the 2 KB id queue holds

@@ -12,9 +12,9 @@ from jittor import nn
 from datasets import CamVid32Dataset, CamVidDataset, DatasetError, LIPDataset, build_dataset, get_preset
 from datasets.presets import DatasetPreset
 from datasets.transforms import RandomHorizontalFlip, build_train_transform
-from engine import evaluation
-from engine.inference import inference, predict_image
-from models.input_norm import IMAGENET_RGB
+from evaluation.evaluator import evaluate
+from evaluation.inference import inference, predict_image
+from utils.input_norm import IMAGENET_RGB
 
 H, W = 12, 16
 
@@ -451,8 +451,8 @@ def test_evaluate_flip_uses_the_pairs(tmp_path):
     make_lip(str(tmp_path))
     model = MirrorPairModel()
     ds = build_dataset("lip", str(tmp_path), train=False, input_norm=IMAGENET_RGB, num_workers=0)
-    plain = evaluation.evaluate(model, ds, 20, progress=False)
-    flipped = evaluation.evaluate(model, ds, 20, flip=True, flip_pairs=get_preset("lip").flip_pairs,
+    plain = evaluate(model, ds, 20, progress=False)
+    flipped = evaluate(model, ds, 20, flip=True, flip_pairs=get_preset("lip").flip_pairs,
                                   progress=False)
     assert plain["images"] == flipped["images"] == 2
     # every pixel but column 3 (255) is scored

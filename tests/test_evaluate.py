@@ -13,8 +13,11 @@ import evaluate
 import train
 from datasets import get_preset
 from datasets.loader import mpi_shard_positions
-from engine import checkpoint, evaluation, training
-from engine.inference import inference, slide_inference
+import apis.evaluate
+import apis.train
+from engine import checkpoint
+from evaluation.submission import submission_lut
+from evaluation.inference import inference, slide_inference
 from seg_fixtures import train_args, write_blocks_dataset
 
 
@@ -122,13 +125,13 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = write_blocks_dataset(str(root / "data"), num_train=4, num_val=3)
     out = root / "run"
-    training.run(train.options_from_args(train.get_args_parser().parse_args(train_args(data, out, "--iters", "2"))))
+    apis.train.run(train.options_from_args(train.get_args_parser().parse_args(train_args(data, out, "--iters", "2"))))
     return data, out
 
 
 def run_eval(*args):
     """evaluate.py's run with these arguments (errors raised, not turned into exit codes)."""
-    return evaluation.run(evaluate.options_from_args(evaluate.get_args_parser().parse_args([str(a) for a in args])))
+    return apis.evaluate.run(evaluate.options_from_args(evaluate.get_args_parser().parse_args([str(a) for a in args])))
 
 
 def test_evaluate_writes_table_json_and_predictions(trained, tmp_path, capsys):
@@ -149,7 +152,7 @@ def test_evaluate_writes_table_json_and_predictions(trained, tmp_path, capsys):
     assert im.getpalette()[:6] == [128, 64, 128, 70, 70, 70]  # road, building (Cityscapes colours)
     sub = np.array(Image.open(out / "submission" / preds[0]))
     assert set(np.unique(sub)) <= {7, 11, 21, 23, 26}  # Cityscapes label ids
-    np.testing.assert_array_equal(sub, evaluation.submission_lut(get_preset("demo"))[np.array(im)])
+    np.testing.assert_array_equal(sub, submission_lut(get_preset("demo"))[np.array(im)])
 
 
 def test_sliding_window_and_tta_run_through_evaluate(trained, tmp_path):
@@ -206,7 +209,7 @@ def test_evaluate_bad_input(trained, tmp_path):
     broken.write_bytes(b"not a pickle")
     with pytest.raises(checkpoint.CheckpointError, match="cannot read"):
         run_eval("--checkpoint", broken, "--dataset", "demo", "--data-path", data)
-    lut = evaluation.submission_lut(get_preset("cityscapes"))
+    lut = submission_lut(get_preset("cityscapes"))
     assert lut[:19].tolist() == [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
     with pytest.raises(ValueError, match="--submission writes Cityscapes label ids"):
-        evaluation.submission_lut(get_preset("ade20k"))
+        submission_lut(get_preset("ade20k"))

@@ -19,7 +19,10 @@ import jittor as jt
 
 from jittor import nn
 
-from models.losses import SegmentationLoss, log_softmax, upsample_nll_sum, zoom_nearest_index, zoom_size
+from models.losses import SegmentationLoss
+from models.losses.cross_entropy import log_softmax
+from models.losses.ohem import zoom_nearest_index, zoom_size
+from models.ops.upsample_nll import upsample_nll_sum
 
 IGNORE = 255
 

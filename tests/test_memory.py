@@ -16,10 +16,10 @@ import jittor as jt
 from jittor import nn
 
 from bench_common import jittor_peak_bytes, rss_kb
-from engine.compat import backward_built_once, release_free_heap
-from engine.loop import train_step
+from utils.jittor_fixes import backward_built_once, release_free_heap
+from engine.train_loop import train_step
 from engine.optim import build_optimizer, release_gradients
-from models.batchnorm import batch_norm_train
+from models.ops.batchnorm import batch_norm_train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = 8

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.evaluation import ConfusionMatrix, format_table, to_json
+from evaluation.metrics import ConfusionMatrix, format_table, to_json
 
 
 def test_hand_computed_3x3():

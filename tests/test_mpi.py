@@ -63,7 +63,7 @@ def test_two_processes_match_one(data, tmp_path):
     run([sys.executable, "train.py"] + [str(a) for a in single_args])
     out = mpirun(2, "train.py", mpi_args)
     assert "over 2 process(es)" in out
-    # rank 1's parameters compared with rank 0's after training (engine.dist.params_in_sync)
+    # rank 1's parameters compared with rank 0's after training (utils.comm.params_in_sync)
     assert "parameters across 2 processes: max abs difference 0\n" in out
     a = load_checkpoint(str(tmp_path / "single" / "checkpoint_last.pkl"))
     b = load_checkpoint(str(tmp_path / "mpi" / "checkpoint_last.pkl"))

@@ -21,7 +21,7 @@ import pytest
 import evaluate
 import train
 from datasets import demo
-from engine import training
+import apis.train
 from engine.checkpoint import load_checkpoint
 from models import build_model
 from models.resnet import resnet101
@@ -144,7 +144,7 @@ def blocks(tmp_path_factory):
 
 
 def run(args):
-    return training.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
+    return apis.train.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
 
 
 def test_aliases_conflicts_and_nearest_flag(blocks, tmp_path, capsys):
@@ -172,7 +172,7 @@ def test_aliases_conflicts_and_nearest_flag(blocks, tmp_path, capsys):
     with pytest.raises(ValueError, match="--num-classes 21 does not match the demo preset"):
         run(train_args(blocks, tmp_path / "a", "--iters", 1, "--num-classes", 21))
     run(train_args(blocks, tmp_path / "b", "--iters", 1, "--num-classes", 5, "--ignore-label", 255))
-    from engine.official import check_classes
+    from cli.official import check_classes
     from datasets import get_preset
     check_classes(get_preset("ade20k"), 151, 0)  # the port's ADE20K setting = our 150 classes + shift
     with pytest.raises(ValueError, match="ignore label 255"):

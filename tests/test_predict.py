@@ -7,8 +7,9 @@ from PIL import Image
 import jittor as jt
 import predict
 from datasets import get_preset
-from engine.checkpoint import load_model, model_state, save_checkpoint
-from engine.inference import colorize, overlay
+from apis.model_files import load_model
+from engine.checkpoint import model_state, save_checkpoint
+from visualization.palette import colorize, overlay
 from models import build_model
 
 NUM_CLASSES = 5  # the "demo" preset

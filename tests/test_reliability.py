@@ -20,9 +20,10 @@ import demo
 import evaluate
 import predict
 import train
-from engine import checkpoint, training
+import apis.train
+from engine import checkpoint
 from engine.checkpoint import load_checkpoint
-from pretrained.io import save_weights
+from utils.weight_files import save_weights
 from seg_fixtures import train_args, write_blocks_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +36,7 @@ def blocks(tmp_path_factory):
 
 def run(args):
     """train.py's run in this process (errors raised)."""
-    return training.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
+    return apis.train.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
 
 
 def cli(main, args, capsys):
@@ -384,7 +385,7 @@ def test_written_files_follow_the_umask(tmp_path):
 
 def test_run_folders_of_earlier_versions_are_recognised(tmp_path):
     """A config.json written before the run_format marker is still train.py's (demo.py may replace it)."""
-    from engine import run_folder
+    from cli import run_folder
     earlier = {"model": "ccnet_demo", "dataset": "demo", "iters": 300, "batch_size": 8, "model_opts": {},
                "jittor_version": "1.3.11.0", "iters_per_epoch": 18, "lr": 0.01}
     (tmp_path / "config.json").write_text(json.dumps(earlier))

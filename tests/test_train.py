@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import train
-from engine import checkpoint, loop, optim, training
-from pretrained.io import save_weights
+import apis.train
+from engine import checkpoint, optim, train_loop
+from utils.weight_files import save_weights
 from seg_fixtures import train_args, write_blocks_dataset
 
 
@@ -19,7 +20,7 @@ def blocks(tmp_path_factory):
 
 def run(args):
     """train.py's run with these arguments (errors raised, not turned into exit codes)."""
-    return training.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
+    return apis.train.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
 
 
 def max_diff(a, b):
@@ -128,8 +129,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(blocks, tmp_path):
     ds = build_dataset("demo", blocks, train=True, input_norm=model.input_norm, crop_size=(32, 32),
                        batch_size=2, num_workers=0)
     opt = optim.build_optimizer(model, "sgd", 0.01)
-    with pytest.raises(loop.TrainingStopped, match=r"loss is nan at iteration 3.*checkpoint_000002\.pkl"):
-        loop.train(model, criterion, opt, ds, max_iters=10, base_lr=0.01, output_dir=str(tmp_path),
+    with pytest.raises(checkpoint.TrainingStopped, match=r"loss is nan at iteration 3.*checkpoint_000002\.pkl"):
+        train_loop.train(model, criterion, opt, ds, max_iters=10, base_lr=0.01, output_dir=str(tmp_path),
                      snapshot_interval=2, progress=False)
     assert checkpoint.load_checkpoint(str(tmp_path / "checkpoint_last.pkl"))["iter"] == 2
     assert not (tmp_path / "checkpoint_000003.pkl").exists()

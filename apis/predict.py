@@ -1,0 +1,95 @@
+"""predict.py's run: segment image files and folders with a model from a file, write colourised results."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+from apis.model_files import load_model_from_options
+from cli.config import inference_settings
+from datasets.base import DatasetError, read_image
+from engine.launch import set_device
+from evaluation.inference import predict_image
+from utils.fileio import check_output_dir
+from utils.progress import progress_bar
+from utils.sizes import pair
+from visualization.palette import colorize, overlay, save_label_png, save_rgb
+
+__all__ = ["IMAGE_EXTENSIONS", "find_images", "run"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+_GREY = np.arange(256, dtype=np.uint8)  # --save-label: the class indices themselves as grey values
+
+
+def find_images(inputs: Sequence[str], exclude: Optional[str] = None) -> list[tuple[str, str]]:
+    """``(path, output stem)`` for every image file given or found under a given folder.
+
+    Folders are searched recursively (sub-paths kept in the stem), skipping
+    ``exclude`` (the output folder). Raises FileNotFoundError for a missing
+    input or when no image is found.
+    """
+    found = []
+    skip = os.path.realpath(exclude) if exclude else None
+    for item in inputs:
+        if os.path.isdir(item):
+            for folder, dirs, files in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) != skip)
+                for name in sorted(files):
+                    if name.lower().endswith(IMAGE_EXTENSIONS):
+                        path = os.path.join(folder, name)
+                        found.append((path, os.path.splitext(os.path.relpath(path, item))[0]))
+        elif os.path.isfile(item):
+            found.append((item, os.path.splitext(os.path.basename(item))[0]))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item!r}")
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {list(inputs)}")
+    return found
+
+
+def run(options: dict) -> int:
+    """predict.py: segment the images of ``options["inputs"]``; returns 0, or 1 when some image failed."""
+    alpha = 0.5 if options.get("alpha") is None else float(options["alpha"])
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {alpha}")
+    output_dir = options.get("output_dir") or "predictions"
+    images = find_images(options["inputs"], exclude=output_dir)
+    check_output_dir(output_dir, "-o/--output-dir")
+    device = set_device(no_cuda=bool(options.get("no_cuda")))
+    model, info = load_model_from_options(options)
+    preset = info.preset
+    mode, crop_size, stride = inference_settings(options, preset)
+    test_size = pair(options["test_size"], "--test-size") if options.get("test_size") else None
+    if options.get("save_label") and info.num_classes > 256:
+        raise ValueError("--save-label writes 8-bit PNGs: more than 256 classes do not fit")
+    print(f"{info.model} ({info.num_classes} classes, R={info.recurrence}, dataset {info.dataset or '-'}) "
+          f"from {info.kind} {info.path}; {device}, {mode}"
+          + (f" crop {crop_size} stride {stride}" if mode == "slide" else "")
+          + f"; {len(images)} image(s) -> {output_dir}", flush=True)
+    palette = preset.palette if preset else None
+    failed = []
+    bar = progress_bar(len(images), "predict", "img") if len(images) > 1 and not options.get("no_progress") else None
+    for path, stem in images:
+        try:
+            image = read_image(path)
+        except (DatasetError, FileNotFoundError) as exc:
+            failed.append(str(exc))
+            (bar.write if bar else print)(f"skipped: {exc}", file=sys.stderr)
+        else:
+            pred = predict_image(model, image, info.num_classes, preset, mode, test_size, crop_size, stride)
+            base = os.path.join(output_dir, stem)
+            colours = colorize(pred, palette)
+            save_rgb(base + "_pred.png", colours)
+            save_rgb(base + "_overlay.png", overlay(image, colours, alpha))
+            if options.get("save_label"):
+                save_label_png(pred, base + "_label.png", lut=_GREY)
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    print(f"wrote {len(images) - len(failed)} prediction(s) to {output_dir}"
+          + (f"; {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0

@@ -1,0 +1,141 @@
+"""What a training run reports: ``log.jsonl``, ``train.log`` and the progress bar; and reading the log back.
+
+``log.jsonl`` has one JSON object per logged iteration (loss parts, lr,
+times, memory), per validation (``val/*``) or per event (``event``);
+``train.log`` the same as readable lines. :func:`read_log`,
+:func:`train_rows` and :func:`val_rows` read it back (``compare.py``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+import jittor_env  # noqa: F401  (before jittor)
+import jittor as jt
+
+from utils.comm import is_main
+from utils.progress import progress_bar
+
+__all__ = ["RunLog", "peak_memory_mb", "read_log", "train_rows", "val_rows"]
+
+
+def peak_memory_mb() -> tuple[str, float]:
+    """``("GPU", MB)`` of Jittor's CUDA memory in use, or ``("RSS", MB)``: the process's peak resident set."""
+    if jt.flags.use_cuda:
+        return "GPU", jt.get_mem_info().total_cuda_used / 2 ** 20
+    return "RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0) + 0.5)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class RunLog:
+    """What a run reports (rank 0 only): ``log.jsonl`` rows, ``train.log`` lines and the progress bar.
+
+    ``log.jsonl`` has one JSON object per logged iteration (loss parts, lr,
+    times) or evaluation (``val/*``); ``train.log`` the same as readable lines
+    with the time per iteration, the data time, the ETA and the peak memory. The
+    progress bar starts after the first iteration, which is where Jittor
+    compiles its kernels (its "Compiling Operators" lines come before the bar).
+    """
+
+    def __init__(self, output_dir: Optional[str], max_iters: int, start_iter: int, print_freq: int,
+                 progress: bool) -> None:
+        main = is_main()
+        self.jsonl = os.path.join(output_dir, "log.jsonl") if output_dir and main else None
+        self.text = os.path.join(output_dir, "train.log") if output_dir and main else None
+        self.max_iters, self.print_freq = max_iters, print_freq
+        self.progress, self.bar, self.start_iter = progress and main, None, start_iter
+        self.window: list[float] = []   # recent step times, for the ETA
+        self.peak = 0.0
+
+    def _write(self, row: dict, line: str) -> None:
+        if self.jsonl:
+            clean = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            with open(self.jsonl, "a") as f:
+                f.write(json.dumps(clean) + "\n")
+        if self.text:
+            with open(self.text, "a") as f:
+                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+
+    def line(self, text: str) -> None:
+        """A line of train.log only (start, resume, end, stop)."""
+        if self.text:
+            with open(self.text, "a") as f:
+                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + text + "\n")
+
+    def step(self, iteration: int, epoch: int, loss: float, parts: dict, lr: float, data_time: float,
+             step_time: float, last: bool) -> None:
+        self.window = (self.window + [step_time])[-50:]
+        kind, mem = peak_memory_mb()
+        self.peak = max(self.peak, mem)
+        eta = _duration(float(np.median(self.window)) * (self.max_iters - iteration))
+        if self.progress and self.bar is None and iteration > self.start_iter:
+            self.bar = progress_bar(self.max_iters, "train", "it", initial=iteration - 1)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.2e} mem {self.peak:.0f}MB", refresh=False)
+            self.bar.update(1)
+        if iteration % self.print_freq and not last:
+            return
+        # parts are this rank's (rank 0); "loss" is the mean over all ranks
+        row = {k: float(v) for k, v in (parts or {}).items()}
+        row.update(iter=iteration, epoch=epoch, loss=loss, lr=lr, data_time=round(data_time, 4),
+                   time=round(step_time, 4), memory_mb=round(self.peak, 1))
+        shown = " ".join(f"{k[5:] if k.startswith('loss_') else k} {row[k]:.4f}"
+                         for k in ("loss_main", "loss_aux", "loss_ccl_var", "loss_ccl_dis", "loss_ccl_reg")
+                         if k in row)
+        self._write(row, f"iter {iteration}/{self.max_iters} epoch {epoch} | loss {loss:.4f}"
+                         f"{' (' + shown + ')' if shown else ''} | lr {lr:.3e} | {step_time:.3f} s/it "
+                         f"(data {data_time:.3f} s) | eta {eta} | {kind} {self.peak:.0f} MB")
+
+    def evaluation(self, iteration: int, metrics: dict) -> None:
+        row = {"iter": iteration, **{f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}}
+        shown = "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if isinstance(v, float))
+        self._write(row, f"iter {iteration}/{self.max_iters} | val {shown}")
+
+    def event(self, iteration: int, text: str, **row: Any) -> None:
+        self._write({"iter": iteration, "event": text, **row}, f"iter {iteration}/{self.max_iters} | {text}")
+
+    def pause(self) -> None:
+        """Clear the bar from the screen (before evaluation prints its own)."""
+        if self.bar is not None:
+            self.bar.clear()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def read_log(path: str) -> list[dict]:
+    """The rows of a ``log.jsonl`` ([] if there is none); a line cut by a kill is skipped."""
+    rows = []
+    if not os.path.isfile(path):
+        return rows
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "iter" in row:
+                rows.append(row)
+    return rows
+
+
+def train_rows(log: list[dict]) -> list[dict]:
+    """The rows of logged training iterations."""
+    return [r for r in log if "loss" in r and "event" not in r]
+
+
+def val_rows(log: list[dict]) -> list[dict]:
+    """The rows of validations."""
+    return [r for r in log if "val/mIoU" in r]
