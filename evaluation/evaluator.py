@@ -64,6 +64,6 @@ def evaluate(model: nn.Module, dataset, num_classes: int, *, ignore_index: int =
         bar.close()
     matrix.reduce()
     result = matrix.compute()
-    result["images"] = int(round(all_reduce_sum(jt.array([float(seen)])).item()))
+    result["images"] = int(round(all_reduce_sum(jt.array([float(seen)])).item())) if jt.in_mpi else seen
     result["matrix"] = matrix.mat.tolist()
     return result

@@ -73,6 +73,11 @@ def input_norm_name(norm: InputNorm) -> str:
     return {CAFFE_BGR: "CAFFE_BGR", IMAGENET_RGB: "IMAGENET_RGB"}.get(norm, "custom")
 
 
+def _input_norm_values(norm: InputNorm) -> dict:
+    """The normalisation recorded in a weights file's ``meta``."""
+    return {"mean": list(norm.mean), "std": list(norm.std), "bgr": norm.bgr}
+
+
 def verify_forward(model, size: int = 64) -> list[tuple[int, ...]]:
     """One eval-mode forward pass on a random image; the output shapes, or ConversionError if one is not finite.
 
@@ -217,15 +222,14 @@ def convert_checkpoint(src: str, obj: Any = None, arch: Optional[str] = None, la
         "layout": layout,
         "stem": RESNET_LAYOUT_STEM.get(layout),
         "input_norm": input_norm_name(model.input_norm),
-        "input_norm_values": {"mean": list(model.input_norm.mean), "std": list(model.input_norm.std),
-                              "bgr": model.input_norm.bgr},
+        "input_norm_values": _input_norm_values(model.input_norm),
         "source": name,
     }
     return state_dict, meta, default_output_name(arch, layout)
 
 
-def _convert_ccnet(src: str, obj: Any, sd: dict, preset: Optional[str] = None, recurrence: Optional[int] = None,
-                             verify: bool = False, log: Callable[[str], None] = print) -> tuple[dict, dict]:
+def _convert_ccnet(src: str, obj: Any, sd: dict, preset: Optional[str], recurrence: Optional[int], verify: bool,
+                   log: Callable[[str], None]) -> tuple[dict, dict]:
     """Convert a loaded whole-CCNet checkpoint ``obj`` (read from ``src``); returns ``(state_dict, meta)``.
 
     Args:
@@ -272,7 +276,6 @@ def _convert_ccnet(src: str, obj: Any, sd: dict, preset: Optional[str] = None, r
         shapes = verify_forward(model, 65)
         log(f"verify: one forward pass on a random 65x65 image, logits {list(shapes[0])}, all finite")
 
-    norm = model.input_norm
     meta = {
         "format": WEIGHTS_FORMAT,
         "version": 1,
@@ -286,7 +289,7 @@ def _convert_ccnet(src: str, obj: Any, sd: dict, preset: Optional[str] = None, r
         "model_opts": overrides,
         "layout": layout,
         "stem": model.backbone.stem_type,
-        "input_norm_values": {"mean": list(norm.mean), "std": list(norm.std), "bgr": norm.bgr},
+        "input_norm_values": _input_norm_values(model.input_norm),
         "source": os.path.basename(src),
     }
     names = class_names(obj)
