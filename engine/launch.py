@@ -18,6 +18,7 @@ import jittor as jt
 
 from models.precision import set_float16
 from utils.comm import rank
+from utils.cuda_libraries import check_cuda_libraries
 
 __all__ = ["set_device", "set_seed", "iteration_seed", "rng_state", "set_rng_state"]
 
@@ -26,9 +27,13 @@ def set_device(no_cuda: bool = False, amp: bool = False) -> str:
     """Select CPU or CUDA, and float16 compute for ``amp``; returns ``"cuda"`` or ``"cpu"``.
 
     ``amp`` needs a GPU: on the CPU (no float16 kernels worth using) it is an
-    error (ValueError) rather than a slow or silent float32 run.
+    error (ValueError) rather than a slow or silent float32 run. On CUDA,
+    a Jittor without cuBLAS or cuDNN is an error too
+    (:func:`utils.cuda_libraries.check_cuda_libraries`).
     """
     use_cuda = bool(jt.has_cuda) and not no_cuda
+    if use_cuda:
+        check_cuda_libraries()
     jt.flags.use_cuda = 1 if use_cuda else 0
     if amp and not use_cuda:
         raise ValueError("--amp (mixed precision) needs a CUDA GPU; this run is on the CPU "

@@ -26,9 +26,15 @@ __all__ = ["RunLog", "peak_memory_mb", "read_log", "train_rows", "val_rows"]
 
 
 def peak_memory_mb() -> tuple[str, float]:
-    """``("GPU", MB)`` of Jittor's CUDA memory in use, or ``("RSS", MB)``: the process's peak resident set."""
+    """``("GPU reserved", MB)`` on CUDA, else ``("RSS", MB)``: the process's peak resident set.
+
+    On CUDA it is what Jittor's allocators hold on the device (``get_mem_info().total_cuda_used``:
+    memory in use plus memory cached for reuse, as nvidia-smi counts it for this process), not the
+    peak of live tensors: Jittor tracks that only with its memory profiler on, which walks the graph
+    at every new maximum (``benchmarks/bench_common.jittor_peak_bytes`` measures it for the benchmarks).
+    """
     if jt.flags.use_cuda:
-        return "GPU", jt.get_mem_info().total_cuda_used / 2 ** 20
+        return "GPU reserved", jt.get_mem_info().total_cuda_used / 2 ** 20
     return "RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -9,8 +9,10 @@ Jittor version that fixes it becomes the minimum.
 * :class:`ReleasingFunction`, :func:`backward_built_once` -- a ``jt.Function``
   keeps what it saved for its backward pass until the whole training step
   has run.
+* :func:`grad_as` -- a ``jt.Function``'s ``grad`` receives the gradient in
+  whatever dtype its consumer produced.
 * :func:`release_free_heap` -- the memory Jittor's convolution ops free on
-  every call stays resident.
+  every call stays resident (CPU).
 * :func:`matmul_per_image` -- batched (3-D) matmuls run single-threaded.
 * :func:`reindex` -- ``>`` in ``reindex`` index expressions fails to compile.
 * :func:`restore_sigint` -- Jittor's SIGINT handler exits the process.
@@ -33,13 +35,13 @@ import os
 import signal
 import sys
 import threading
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
-__all__ = ["materialize", "ReleasingFunction", "backward_built_once", "release_free_heap", "matmul_per_image",
-           "reindex", "restore_sigint", "restore_sigchld", "exit_now"]
+__all__ = ["materialize", "ReleasingFunction", "backward_built_once", "grad_as", "release_free_heap",
+           "matmul_per_image", "reindex", "restore_sigint", "restore_sigchld", "exit_now"]
 
 
 def materialize(variables: Iterable[jt.Var]) -> None:
@@ -96,6 +98,21 @@ def backward_built_once() -> Iterator[None]:
         ReleasingFunction._releasing -= 1
 
 
+def grad_as(grad: Optional[jt.Var], like: jt.Var) -> Optional[jt.Var]:
+    """``grad`` in ``like``'s dtype (None stays None): for the incoming gradients of a ``jt.Function``.
+
+    Jittor 1.3.11 hands ``grad`` the gradient of an output in the dtype its
+    consumer produced, not the output's: a float64 output multiplied by a
+    float32 Var gets a float32 gradient, a float16 one used in float32 math a
+    float32 one. The project's kernels take one element type for all their
+    inputs (``in0_type``), so a mixed pair would not compile (nvcc) or would
+    read the memory as the wrong type.
+    """
+    if grad is None or grad.dtype == like.dtype:
+        return grad
+    return grad.cast(like.dtype)
+
+
 def _malloc_trim():
     try:
         return ctypes.CDLL(None).malloc_trim   # the C library this process already runs on
@@ -116,9 +133,11 @@ def release_free_heap() -> None:
     still in use, so a training step's peak resident memory counts it on top
     of what the step needs. Called after each step (``docs/benchmarks.md``
     has what it saves and costs). Jittor's own tensor cache is not touched
-    (it is reused by the next step).
+    (it is reused by the next step). With CUDA on it does nothing: the
+    convolutions run in cuDNN on GPU memory, and trimming would only cost
+    time on every step.
     """
-    if _MALLOC_TRIM is not None:
+    if _MALLOC_TRIM is not None and not jt.flags.use_cuda:
         _MALLOC_TRIM(0)
 
 
