@@ -19,7 +19,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
 from models.ops.loader import kernel
-from utils.jittor_fixes import ReleasingFunction
+from utils.jittor_fixes import ReleasingFunction, grad_as
 
 __all__ = ["LEAKY_SLOPE", "batch_norm_train"]
 
@@ -60,6 +60,7 @@ class _BatchNormTrain(ReleasingFunction):
         x, y, mean, invstd, weight, has_residual, act, slope = self.saved()
         if grad_y is None:
             return None, None, None, None, None, None, None
+        grad_y = grad_as(grad_y, x)
         N, C, M = x.shape
         T, sizes = "in0_type", _SIZES
         if act:

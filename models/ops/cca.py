@@ -28,7 +28,7 @@ from jittor import nn
 
 from models.ops.loader import kernel
 from models.precision import float16_enabled, float32
-from utils.jittor_fixes import ReleasingFunction, reindex
+from utils.jittor_fixes import ReleasingFunction, grad_as, reindex
 
 __all__ = ["ca_weight", "ca_map", "position_softmax", "criss_cross_attention", "check_impl", "IMPLS"]
 
@@ -111,6 +111,7 @@ class _CAWeight(ReleasingFunction):
         query, key = self.saved()
         if grad_energy is None:
             return None, None
+        grad_energy = grad_as(grad_energy, query)
         return _map(grad_energy, key, False), _map(grad_energy, query, True)
 
 
@@ -123,6 +124,12 @@ class _CAMap(ReleasingFunction):
         attention, value = self.saved()
         if grad_out is None:
             return None, None
+        grad_out = grad_as(grad_out, value)
+        if str(value.dtype) == "float16":
+            # dA = sum over C channels of grad_out * V: with a loss scale of 2**16 and a grown gamma it
+            # exceeds float16's 65504, so it is computed and returned in float32 (a float16 attention
+            # is the cast of the float32 softmax, whose gradient is float32 anyway).
+            return _weight(grad_out.float32(), value.float32()), _map(attention, grad_out, True)
         return _weight(grad_out, value), _map(attention, grad_out, True)
 
 
@@ -143,7 +150,7 @@ class _PositionSoftmax(ReleasingFunction):
         attention, = self.saved()
         if grad_attention is None:
             return None
-        return kernel(attention.shape, attention.dtype, [attention, grad_attention],
+        return kernel(attention.shape, attention.dtype, [attention, grad_as(grad_attention, attention)],
                       cpu=(_CPU, f"cca_cpu::softmax_grad<in0_type>(in0_p, in1_p, out0_p, {_SOFTMAX_SIZES})"))
 
 

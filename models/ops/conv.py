@@ -24,7 +24,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
 from models.ops.loader import kernel
-from utils.jittor_fixes import ReleasingFunction
+from utils.jittor_fixes import ReleasingFunction, grad_as
 from utils.sizes import pair
 
 __all__ = ["kernel_path", "pointwise_conv", "depthwise_conv"]
@@ -60,6 +60,7 @@ class _Pointwise(ReleasingFunction):
         x, weight, has_bias = self.saved()
         if grad_y is None:
             return None, None, None
+        grad_y = grad_as(grad_y, x)
         # grad_y [B, Co, M] is in0 of each kernel; Ci is taken from the weight or from x
         dx = _code(x.shape, x.dtype, [grad_y, weight],
                    "pointwise_grad_input(in0_p, in1_p, out0_p, in0_shape0, in1_shape1, in0_shape1, in0_shape2)")
@@ -86,6 +87,7 @@ class _Depthwise(ReleasingFunction):
         x, weight, has_bias, dilation, padding = self.saved()
         if grad_y is None:
             return None, None, None, None, None
+        grad_y = grad_as(grad_y, x)
         flipped_pad = dilation * (weight.shape[-1] - 1) - padding
         dx = _code(x.shape, x.dtype, [grad_y, weight],
                    f"depthwise_correlate<in0_type, true>(in0_p, in1_p, nullptr, out0_p, {_PLANES}, {dilation}, "

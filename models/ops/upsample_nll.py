@@ -15,7 +15,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
 from models.ops.loader import kernel
-from utils.jittor_fixes import ReleasingFunction
+from utils.jittor_fixes import ReleasingFunction, grad_as
 
 __all__ = ["bilinear_tables", "upsample_nll_sum"]
 
@@ -64,7 +64,7 @@ class _UpsampleNLLSum(ReleasingFunction):
 
     def grad(self, grad_sum: jt.Var):
         logits, target, tables = self.saved()
-        dlogits = kernel(logits.shape, logits.dtype, [logits, target, *tables, grad_sum.cast(logits.dtype)],
+        dlogits = kernel(logits.shape, logits.dtype, [logits, target, *tables, grad_as(grad_sum, logits)],
                          cpu=(_CPU, f"upsample_nll::backward<in0_type>(in0_p, in1_p, in2_p, in3_p, in4_p, in5_p, "
                                     f"in6_p, out0_p, {_NLL_SIZES})"))
         return dlogits, None, None
