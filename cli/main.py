@@ -1,17 +1,40 @@
-"""How every script's ``main`` ends: one ``error:`` line for bad input, status 130 on Ctrl-C, never a traceback."""
+"""How every script's ``main`` ends: one ``error:`` line for bad input, status 130 on Ctrl-C, never a traceback.
+
+Under ``mpirun`` a stop on any rank ends the whole job, with the message once
+(:func:`_end_job`): a process that returns normally after an error would wait
+in ``MPI_Finalize`` and its peers in their next collective until the job's
+time limit, so a stopping rank leaves with ``os._exit`` and a non-zero status,
+which makes ``mpirun`` (and ``srun --kill-on-bad-exit``) end the other ranks.
+"""
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+import time
+import traceback
+from typing import Any, Callable, NoReturn
 
+from utils.comm import rank, world_size
 from utils.errors import UserError
 from utils.jittor_fixes import exit_now, restore_sigint
 
-__all__ = ["KNOWN_ERRORS", "run_main"]
+__all__ = ["KNOWN_ERRORS", "STOP_GRACE_S", "run_main"]
 
 #: Errors that mean "bad input" (or a run that cannot go on) and get one ``error:`` line. The project's own
 #: error classes derive from ``utils.errors.UserError`` or ``ValueError``.
 KNOWN_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+#: Under MPI, how long a rank other than 0 waits before reporting its own stop: when rank 0 stops too (a
+#: stop every rank takes, such as a non-finite loss or Ctrl-C), rank 0's message is the one shown.
+STOP_GRACE_S = 5.0
+
+
+def _end_job(message: str, status: int) -> NoReturn:
+    """Under MPI: print ``message`` once for the job and leave at once with ``status`` (see the module doc)."""
+    if rank() != 0:
+        time.sleep(STOP_GRACE_S)  # if rank 0 stops as well, mpirun ends this process meanwhile
+        message = message.replace("error: ", f"error: (rank {rank()} of {world_size()}) ", 1)
+    print(message, file=sys.stderr, flush=True)
+    exit_now(status)
 
 
 def run_main(fn: Callable[..., Any], *args: Any) -> int:
@@ -23,9 +46,18 @@ def run_main(fn: Callable[..., Any], *args: Any) -> int:
     try:
         status = fn(*args)
     except KeyboardInterrupt as exc:
-        print(str(exc) or "interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        message = str(exc) or "interrupted (Ctrl-C)"
+        if world_size() > 1:
+            _end_job(message, 130)
+        print(message, file=sys.stderr, flush=True)
         exit_now(130)  # not a normal exit: see utils.jittor_fixes.exit_now
     except KNOWN_ERRORS as exc:
+        if world_size() > 1:
+            _end_job(f"error: {exc}", 2)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except Exception:
+        if world_size() > 1:
+            _end_job(f"error: unexpected failure:\n{traceback.format_exc().rstrip()}", 1)
+        raise
     return status if isinstance(status, int) else 0

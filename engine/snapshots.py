@@ -16,7 +16,7 @@ from engine.amp import GradScaler
 from engine.checkpoint import CHECKPOINT_VERSION, LAST, TrainingStopped, model_state, save_checkpoint
 from engine.launch import rng_state
 from engine.optim import optimizer_state
-from utils.comm import is_main, world_size
+from utils.comm import any_rank, is_main, world_size
 from utils.fileio import link_atomic
 
 __all__ = ["Snapshots"]
@@ -53,16 +53,25 @@ class Snapshots:
                 f"python train.py --resume {self.last} --lr {base_lr / 10:.3g}")
 
     def save(self, iteration: int, base_lr: float) -> Optional[str]:
-        """Write the checkpoint of ``iteration``; TrainingStopped instead if a weight or buffer is not finite."""
-        if not (self.output_dir and is_main()):
+        """Write the checkpoint of ``iteration``; TrainingStopped instead if a weight or buffer is not finite.
+
+        Rank 0 checks and writes; under MPI every rank learns the outcome (:func:`utils.comm.any_rank`),
+        so that all of them stop together instead of the others waiting in their next collective.
+        """
+        if not self.output_dir:
             return None
-        state, optim = model_state(self.model), optimizer_state(self.optimizer)
-        bad = _non_finite(state.items()) + _non_finite(
-            (f"optimizer {key}", a) for g in optim["groups"] for key in ("values", "m") for a in g.get(key, []))
-        if bad:
+        bad: list = []
+        if is_main():
+            state, optim = model_state(self.model), optimizer_state(self.optimizer)
+            bad = _non_finite(state.items()) + _non_finite(
+                (f"optimizer {key}", a) for g in optim["groups"] for key in ("values", "m") for a in g.get(key, []))
+        if any_rank(bool(bad)):
             raise TrainingStopped(
                 f"the weights are not finite after iteration {iteration} ({', '.join(bad[:3])}"
                 f"{' ...' if len(bad) > 3 else ''}); no checkpoint written. {self.advice(base_lr)}")
+        if not is_main():
+            self.last_iter = iteration  # as on rank 0, so that every rank takes the same saves
+            return None
         payload = {
             "version": CHECKPOINT_VERSION,
             "model": state,
@@ -95,12 +104,16 @@ class Snapshots:
                 os.remove(path)
 
     def offer_best(self, iteration: int, miou: float, base_lr: float) -> bool:
-        """After an evaluation: make the iteration's checkpoint ``checkpoint_best.pkl`` if its mIoU is higher."""
-        if not (self.output_dir and is_main()) or not math.isfinite(miou):
+        """After an evaluation: make the iteration's checkpoint ``checkpoint_best.pkl`` if its mIoU is higher.
+
+        Called on every rank (the mIoU of an evaluation is the same on all): :meth:`save` is collective.
+        """
+        if not self.output_dir or not math.isfinite(miou):
             return False
         if self.best is not None and miou <= self.best["mIoU"]:
             return False
         self.best = {"mIoU": float(miou), "iter": int(iteration)}
         path = self.save(iteration, base_lr)  # (again, if written already: it now records the new best)
-        link_atomic(path, os.path.join(self.output_dir, "checkpoint_best.pkl"))
+        if path:
+            link_atomic(path, os.path.join(self.output_dir, "checkpoint_best.pkl"))
         return True

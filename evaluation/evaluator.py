@@ -12,7 +12,7 @@ from jittor import nn
 from datasets.loader import owned_positions
 from evaluation.inference import inference
 from evaluation.metrics import ConfusionMatrix
-from utils.comm import all_reduce_sum, is_main
+from utils.comm import all_reduce_counts, is_main
 from utils.progress import progress_bar
 
 __all__ = ["evaluate"]
@@ -64,6 +64,6 @@ def evaluate(model: nn.Module, dataset, num_classes: int, *, ignore_index: int =
         bar.close()
     matrix.reduce()
     result = matrix.compute()
-    result["images"] = int(round(all_reduce_sum(jt.array([float(seen)])).item())) if jt.in_mpi else seen
+    result["images"] = int(all_reduce_counts([seen])[0]) if jt.in_mpi else seen
     result["matrix"] = matrix.mat.tolist()
     return result

@@ -25,7 +25,7 @@ import numpy as np
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
-from utils.comm import all_reduce_sum
+from utils.comm import all_reduce_counts
 from utils.formatting import percent
 
 __all__ = ["ConfusionMatrix", "format_table", "to_json"]
@@ -67,9 +67,7 @@ class ConfusionMatrix:
     def reduce(self) -> "ConfusionMatrix":
         """Sum the matrix over all MPI ranks (in place); no-op without MPI. Returns self."""
         if jt.in_mpi:
-            # float64 all-reduce is exact for counts below 2**53.
-            total = all_reduce_sum(jt.array(self.mat.astype(np.float64))).numpy()
-            self.mat = np.rint(total).astype(np.int64)
+            self.mat = all_reduce_counts(self.mat)  # exact (a float all-reduce is rounded above 2**24)
         return self
 
     def compute(self) -> dict:

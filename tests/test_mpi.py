@@ -113,3 +113,66 @@ def test_ohem_min_kept_counts_the_global_batch(data, tmp_path):
     out = mpirun(2, "train.py", ["--resume", tmp_path / "one", "--iters", "3", "--no-progress"], status=2)
     assert "trained with 1 process(es), this run has 2" in out and "python train.py --resume" in out
     assert load_checkpoint(str(tmp_path / "one" / "checkpoint_last.pkl"))["iter"] == 2
+
+
+COLLECTIVES = """
+import sys
+sys.path.insert(0, {root!r})
+import numpy as np
+import jittor_env, jittor as jt
+from engine.checkpoint import TrainingStopped
+from engine.snapshots import Snapshots
+from evaluation.metrics import ConfusionMatrix
+from utils.comm import all_reduce_counts, rank
+r = rank()
+def say(*words):  # one write per line: the two ranks share the output pipe
+    sys.stdout.write(" ".join(map(str, words)) + "\\n")
+    sys.stdout.flush()
+say("counts", r, all_reduce_counts(np.array([2 ** 24 + 1, 2 ** 40 + 3, 7]) * (r + 1)).tolist())
+matrix = ConfusionMatrix(2)
+matrix.mat[:] = [[2 ** 24 + 1, 1], [0, 3]]
+say("matrix", r, matrix.reduce().mat.tolist())
+model = jt.nn.Linear(2, 2)
+if r == 0:  # rank 0 checks the weights for the job
+    model.weight.update(jt.array(np.full((2, 2), np.nan, np.float32)))
+snapshots = Snapshots(model, jt.optim.SGD(model.parameters(), 0.1), {out!r}, 0, {{}}, {{}})
+try:
+    snapshots.save(1, 0.1)
+    say("saved", r)
+except TrainingStopped as exc:
+    say("stopped", r, "not finite" in str(exc))
+"""
+
+
+def test_counts_are_reduced_exactly_and_a_non_finite_weight_stops_every_rank(tmp_path):
+    script = tmp_path / "collectives.py"
+    script.write_text(COLLECTIVES.format(root=ROOT, out=str(tmp_path / "run")))
+    (tmp_path / "run").mkdir()
+    out = mpirun(2, str(script), [])
+    for r in (0, 1):
+        # above 2**24 a float32 all-reduce (what jt.array makes of float64) rounds
+        assert f"counts {r} [{3 * (2 ** 24 + 1)}, {3 * (2 ** 40 + 3)}, 21]" in out
+        assert f"matrix {r} [[{2 * (2 ** 24 + 1)}, 2], [0, 6]]" in out
+        assert f"stopped {r} True" in out, out  # not only rank 0: rank 1 would wait in its next collective
+    assert not os.listdir(tmp_path / "run")
+
+
+def test_one_failing_rank_ends_the_job_with_its_message_once(data, tmp_path):
+    import time
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    run([sys.executable, "train.py"] + [str(a) for a in train_args(copy, tmp_path / "run", "--iters", "1")])
+    val = [line.split()[0] for line in open(copy / "val.lst")]
+    (copy / val[1]).write_bytes(b"not an image")  # the second image: rank 1's first (batch of 2 over 2 ranks)
+    t0 = time.time()
+    out = mpirun(2, "evaluate.py", ["--checkpoint", tmp_path / "run", "--no-progress", "-j", "0",
+                                    "--output-dir", tmp_path / "ev"], status=2)
+    assert time.time() - t0 < 300  # before: rank 0 waited in its all-reduce until killed
+    assert out.count("cannot read image") == 1 and "error: (rank 1 of 2) cannot read image" in out, out
+
+
+def test_a_stop_every_rank_takes_is_reported_once(data, tmp_path):
+    # a learning rate that makes the loss infinite at once: each rank sees the all-reduced loss and stops
+    out = mpirun(2, "train.py", train_args(data, tmp_path / "nan", "-b", "2", "--iters", "3", "--lr", "1e30"),
+                 status=2)
+    assert out.count("error:") == 1 and "(rank 1 of 2)" not in out, out

@@ -14,8 +14,8 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-__all__ = ["rank", "world_size", "is_main", "print0", "barrier", "all_reduce_mean", "all_reduce_sum", "all_gather",
-           "params_in_sync"]
+__all__ = ["rank", "world_size", "is_main", "print0", "barrier", "all_reduce_mean", "all_reduce_sum",
+           "all_reduce_counts", "any_rank", "all_gather", "params_in_sync"]
 
 
 def rank() -> int:
@@ -53,6 +53,29 @@ def all_reduce_mean(value: jt.Var) -> jt.Var:
 def all_reduce_sum(value: jt.Var) -> jt.Var:
     """The sum of ``value`` over all processes (``value`` itself without MPI)."""
     return value.mpi_all_reduce("add") if jt.in_mpi else value
+
+
+def all_reduce_counts(counts) -> np.ndarray:
+    """The exact sum over all processes of non-negative integer ``counts`` (int64; ``counts`` without MPI).
+
+    Jittor turns 64-bit numpy arrays into 32-bit Vars (``auto_convert_64_to_32``),
+    so a float64 sum would be rounded to float32 above 2**24, and its CPU MPI
+    all-reduce has no int64 type. The counts travel as four 16-bit limbs in
+    int32, each summed exactly for up to 2**15 processes.
+    """
+    counts = np.asarray(counts).astype(np.int64)
+    if not jt.in_mpi:
+        return counts
+    if counts.size and counts.min() < 0:
+        raise ValueError("all_reduce_counts sums non-negative counts only")
+    limbs = np.stack([(counts >> (16 * i)) & 0xFFFF for i in range(4)]).astype(np.int32)
+    sums = jt.array(limbs).mpi_all_reduce("add").numpy().astype(np.int64)
+    return sum(sums[i] << (16 * i) for i in range(4))
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any (``flag`` itself without MPI): a stop they all take."""
+    return bool(all_reduce_counts([int(bool(flag))])[0]) if jt.in_mpi else bool(flag)
 
 
 def all_gather(value: jt.Var) -> jt.Var:
