@@ -254,7 +254,7 @@ def _nvcc():
     return shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
 
 
-@pytest.mark.parametrize("arch", ["sm_70", "sm_90"])
+@pytest.mark.parametrize("arch", ["sm_70", "sm_80", "sm_90"])
 def test_cuda_source_compiles_with_nvcc(arch, tmp_path):
     nvcc = _nvcc()
     if nvcc is None:

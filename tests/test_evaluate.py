@@ -1,6 +1,7 @@
 """Inference (whole, sliding window, multi-scale, flip), the evaluation loop, evaluate.py and its errors."""
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -107,15 +108,27 @@ def test_multi_scale():
         inference(model, x, 3, mode="slide")
 
 
-@pytest.mark.parametrize("n,bs,world", [(5, 2, 2), (7, 4, 2), (4, 2, 2), (1, 2, 2), (10, 3, 3), (2, 4, 4)])
-def test_mpi_shards_count_each_sample_once(n, bs, world):
-    shards = [mpi_shard_positions(n, bs, world, r) for r in range(world)]
-    assert sorted(set(np.concatenate(shards).tolist())) == list(range(n))  # all covered (repeats allowed)
-    owner = {}
-    for r, s in enumerate(shards):
-        for p in s:
-            owner.setdefault(int(p), r)
-    assert sorted(owner) == list(range(n))
+@pytest.mark.parametrize("n,bs,world", [(5, 2, 2), (7, 4, 2), (4, 2, 2), (1, 2, 2), (10, 3, 3), (2, 4, 4),
+                                        (9, 5, 2)])
+def test_mpi_shards_are_the_positions_jittors_loader_gives_each_rank(n, bs, world, monkeypatch):
+    # Jittor's own sharding (jittor/dataset/dataset.py: Dataset._get_index_list) run as rank r of world
+    import jittor.dataset.dataset as jt_dataset
+
+    class Positions(jt_dataset.Dataset):
+        def __getitem__(self, index):
+            return index
+
+    monkeypatch.setattr(jt, "in_mpi", True)
+    shards = []
+    for r in range(world):
+        monkeypatch.setattr(jt_dataset, "mpi", SimpleNamespace(world_size=lambda: world, world_rank=lambda r=r: r))
+        dataset = Positions(batch_size=bs, shuffle=False, drop_last=False)
+        dataset.set_attrs(total_len=n)
+        want = np.asarray(dataset._get_index_list())
+        got = mpi_shard_positions(n, bs, world, r)
+        np.testing.assert_array_equal(got, want, err_msg=f"rank {r}")
+        shards.append(got)
+    assert sorted(set(np.concatenate(shards).tolist())) == list(range(n))  # every sample on some rank
 
 
 # --------------------------------------------------------------------------- evaluate.py end to end
