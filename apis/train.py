@@ -38,17 +38,28 @@ __all__ = ["configure", "build_train_set", "run"]
 
 
 def configure(options: Mapping[str, Any], check_folder: bool = True) -> tuple[dict, Optional[dict]]:
-    """The run's configuration and, when resuming, the checkpoint it continues (nothing is written yet)."""
+    """The run's configuration and, when resuming, the checkpoint it continues (nothing is written yet).
+
+    With ``check_folder`` the run folder is claimed for this process (``cli.run_folder.claim``; the
+    caller releases it) and checked.
+    """
     cfg = resolve_train_config(options)
     checkpoint = None
     if options.get("resume"):
         path = find_checkpoint(cfg["resume"])
         checkpoint = load_checkpoint(path)
-        cfg = merge_resume_config(cfg, checkpoint.get("config") or {}, given_options(options))
+        given = given_options(options)
+        cfg = merge_resume_config(cfg, checkpoint.get("config") or {}, given)
         numbered = os.path.join(os.path.dirname(path), f"checkpoint_{int(checkpoint['iter']):06d}.pkl")
         if os.path.isfile(numbered) and os.path.samefile(numbered, path):
             path = numbered  # the name that keeps meaning this checkpoint after the next snapshot
         cfg["resume"] = os.path.abspath(path)
+        if "output_dir" not in given:
+            # the run continues where its checkpoint is now, also after the folder was moved or copied
+            here, saved = os.path.dirname(cfg["resume"]), cfg.get("output_dir")
+            if saved and os.path.abspath(saved) != here:
+                comm.print0(f"note: this run was started in {saved}; it continues in {here}")
+            cfg["output_dir"] = here
         saved_world, world = int(checkpoint.get("world_size", 1)), comm.world_size()
         if saved_world != world:
             raise CheckpointError(
@@ -59,10 +70,17 @@ def configure(options: Mapping[str, Any], check_folder: bool = True) -> tuple[di
     if not check_folder:
         return cfg, checkpoint
     check_output_dir(cfg["output_dir"], "--output-dir")
-    if checkpoint is None or cfg["output_dir"] != os.path.dirname(cfg["resume"]):
-        # every rank decides from the same files; only rank 0 removes an old run (--overwrite)
-        run_folder.check_fresh(cfg["output_dir"], cfg["overwrite"], remove=comm.is_main())
-    comm.barrier()  # nobody writes into the folder before every rank has looked at it
+    run_folder.check_not_foreign(cfg["output_dir"])  # before the lock file is made there
+    if comm.is_main():
+        run_folder.claim(cfg["output_dir"])  # before the check: a second start cannot pass it meanwhile
+    try:
+        if checkpoint is None or cfg["output_dir"] != os.path.dirname(cfg["resume"]):
+            # every rank decides from the same files; only rank 0 removes an old run (--overwrite)
+            run_folder.check_fresh(cfg["output_dir"], cfg["overwrite"], remove=comm.is_main())
+        comm.barrier()  # nobody writes into the folder before every rank has looked at it
+    except BaseException:
+        run_folder.release(cfg["output_dir"])
+        raise
     return cfg, checkpoint
 
 
@@ -139,6 +157,14 @@ def run(options: Mapping[str, Any]) -> dict:
         print(json.dumps({k: v for k, v in cfg.items() if k not in ("print_config",)}, indent=2, default=str))
         return cfg
     cfg, checkpoint = configure(options)
+    try:
+        return _train(cfg, checkpoint)
+    finally:
+        run_folder.release(cfg["output_dir"])
+
+
+def _train(cfg: dict, checkpoint: Optional[dict]) -> dict:
+    """The run of :func:`run` once its folder is claimed and checked."""
     device = set_device(cfg["no_cuda"], cfg["amp"])
     world = comm.world_size()
     if cfg["batch_size"] % world:

@@ -6,8 +6,14 @@ A run folder holds ``config.json`` (marked as ours by ``"run_format"``),
 (recognised by their ``results.json``). These are its *run files*; the
 project never removes anything else:
 
+* one training process at a time per folder: :func:`claim` takes a lock on
+  ``.train.lock`` for the life of the process (the OS drops it when the
+  process ends, however it ends), *before* the folder is checked, so two
+  starts into one folder cannot both pass the check;
 * a fresh run into a folder that holds run files is refused (:func:`check_fresh`)
   unless ``--overwrite`` is given, which removes exactly those files first;
+  what a start left that never reached iteration 1 (its ``config.json`` and
+  logs without an iteration) does not count;
 * a resumed run drops the log rows past the iteration it continues from
   (:func:`truncate_logs`), so the log reads as one run;
 * :func:`is_run_folder` tells whether a folder is one of ours (demo.py only
@@ -15,19 +21,26 @@ project never removes anything else:
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
+import socket
+import time
 from typing import Optional
 
 from utils.fileio import atomic_write
 
-__all__ = ["RUN_FORMAT", "RunFolderError", "run_files", "is_run_folder", "check_fresh", "clear_run",
-           "truncate_logs"]
+__all__ = ["RUN_FORMAT", "LOCK", "RunFolderError", "run_files", "is_run_folder", "claim", "release",
+           "check_not_foreign", "check_fresh", "clear_run", "truncate_logs"]
 
 #: ``config.json["run_format"]``: the marker of a train.py run folder.
 RUN_FORMAT = "ccnet-jittor-run-1"
+
+#: The file in a run folder whose lock the training process holds.
+LOCK = ".train.lock"
+_HELD: dict = {}  # folder -> the open lock file of this process (kept open: closing it would drop the lock)
 
 _TEXT_ITER = re.compile(r" iter (\d+)/")  # train.log lines of an iteration
 _RUN_FILE = re.compile(r"(log\.jsonl|train\.log|checkpoint_(\d+|last|best)\.pkl)(\.tmp-\d+)?$")
@@ -75,6 +88,65 @@ def is_run_folder(folder: str) -> bool:
     return isinstance(cfg, dict) and (cfg.get("run_format") == RUN_FORMAT or _EARLIER_KEYS <= set(cfg))
 
 
+def claim(folder: str) -> None:
+    """Lock ``folder`` for this process's training run (creating it); RunFolderError if another holds it.
+
+    A POSIX record lock (``fcntl.lockf``, which NFS v4 and Lustre honour
+    across nodes) on ``LOCK``, released by the OS when the process ends, so a
+    crashed or killed run never blocks its resume. The holder's pid and host
+    are written into the file for the message of the next one.
+    """
+    folder = os.path.abspath(folder)
+    if folder in _HELD:
+        return
+    os.makedirs(folder, exist_ok=True)
+    f = open(os.path.join(folder, LOCK), "a+")
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = ""
+        for _ in range(40):  # the holder writes its name just after locking
+            f.seek(0)
+            holder = f.read().strip()
+            if holder:
+                break
+            time.sleep(0.05)
+        f.close()
+        holder = holder or "another process"
+        raise RunFolderError(f"the run folder {folder} is in use by {holder}, which is training into it; wait "
+                             f"for it to end (or stop it), or choose another --output-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    _HELD[folder] = f
+
+
+def release(folder: str) -> None:
+    """Let go of the lock :func:`claim` took on ``folder`` (a no-op if this process holds none)."""
+    f = _HELD.pop(os.path.abspath(folder), None)
+    if f is not None:
+        f.close()  # closing the file drops the lock
+
+
+def _ever_trained(folder: str, names: list[str]) -> bool:
+    """True unless the run files are those of a start that never finished an iteration."""
+    if any(n.startswith(("checkpoint_", "eval_")) for n in names):
+        return True
+    try:
+        with open(os.path.join(folder, "log.jsonl")) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and int(row.get("iter", 0) or 0) >= 1:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 def _summary(names: list[str]) -> str:
     checkpoints = [n for n in names if n.startswith("checkpoint_")]
     others = [n for n in names if not n.startswith("checkpoint_")]
@@ -94,6 +166,13 @@ def clear_run(folder: str) -> list[str]:
     return names
 
 
+def check_not_foreign(folder: str) -> None:
+    """RunFolderError if ``folder`` holds a ``config.json`` that train.py did not write (read only)."""
+    if os.path.isfile(os.path.join(folder, "config.json")) and not is_run_folder(folder):
+        raise RunFolderError(f"{folder} holds a config.json that train.py did not write; choose another "
+                             f"--output-dir (nothing there is removed, --overwrite included)")
+
+
 def check_fresh(folder: str, overwrite: bool = False, remove: bool = True) -> Optional[list[str]]:
     """Make sure a fresh run may start in ``folder``; with ``overwrite`` remove the old run's files first.
 
@@ -101,17 +180,18 @@ def check_fresh(folder: str, overwrite: bool = False, remove: bool = True) -> Op
     the folder holds run files and ``overwrite`` is False. Returns the names
     removed (None when there was nothing; ``remove=False`` only checks).
     """
-    if os.path.isfile(os.path.join(folder, "config.json")) and not is_run_folder(folder):
-        raise RunFolderError(f"{folder} holds a config.json that train.py did not write; choose another "
-                             f"--output-dir (nothing there is removed, --overwrite included)")
+    check_not_foreign(folder)
     names = run_files(folder)
     if not names:
         return None
+    if not _ever_trained(folder, names):
+        return clear_run(folder) if remove else None  # a start that never reached iteration 1
     if not overwrite:
+        resume = (f"continue it with --resume {folder}, or " if any(n.startswith("checkpoint_") for n in names)
+                  else "it has no checkpoint to continue from; ")
         raise RunFolderError(
-            f"the run folder {folder} already holds a run ({_summary(names)}); continue it with "
-            f"--resume {folder}, or start it again with --overwrite (removes those run files), "
-            f"or choose another --output-dir")
+            f"the run folder {folder} already holds a run ({_summary(names)}); {resume}start it again with "
+            f"--overwrite (removes those run files), or choose another --output-dir")
     return clear_run(folder) if remove else None
 
 

@@ -75,8 +75,8 @@ def test_rerun_into_a_used_run_folder_is_refused_and_loses_nothing(blocks, tmp_p
     assert snapshot_of(out) == before                       # not a byte changed
     run(train_args(blocks, out, "--iters", 1, "--overwrite"))
     names = sorted(os.listdir(out))
-    assert names == ["checkpoint_000001.pkl", "checkpoint_last.pkl", "config.json", "log.jsonl", "notes.txt",
-                     "train.log"]
+    assert names == [".train.lock", "checkpoint_000001.pkl", "checkpoint_last.pkl", "config.json", "log.jsonl",
+                     "notes.txt", "train.log"]
     assert (out / "notes.txt").read_text() == "mine"        # only run files were removed
     assert [json.loads(x)["iter"] for x in open(out / "log.jsonl")] == [1]
 
