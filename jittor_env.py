@@ -36,6 +36,12 @@ import time, and only where the user has not set them already:
   Jittor starts (:func:`gpu_toolchain_problem`), instead of Jittor trying to
   download a CUDA toolkit (offline nodes: a long failure) or nvcc refusing
   the host compiler halfway through compiling Jittor.
+* SIGUSR1 is ignored from here on, unless something handles it already
+  (``utils.stop_signals`` does, in the scripts' main process): Jittor 1.3.11
+  starts its compile workers while it is imported, and they inherit this;
+  ``mpirun`` passes a SIGUSR1 (Slurm's time-limit warning) to each rank's
+  whole process group, and a worker killed by it makes Jittor end the rank
+  ("Caught SIGCHLD ... quick exit") before it can write a checkpoint.
 * ``--gpu 0,1,..`` on a script's command line (the official CCNet's flag)
   sets ``CUDA_VISIBLE_DEVICES`` before Jittor starts: the list for a single
   process or with NCCL (which gives MPI rank r the r-th GPU); under
@@ -43,7 +49,8 @@ import time, and only where the user has not set them already:
 
 These command-line flags are read here because Jittor reads its
 environment when it is imported, before the script parses its arguments.
-On a machine with a CUDA GPU nothing else CUDA-related is touched.
+On a machine with a CUDA GPU nothing else CUDA-related is touched than
+the toolchain check.
 """
 from __future__ import annotations
 
@@ -52,8 +59,10 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -241,6 +250,8 @@ def configure() -> None:
         if problem:
             raise SystemExit(f"error: {problem}")
     env.setdefault("FIX_TORCH_ERROR", "0")
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # inherited by Jittor's compile workers (see above)
     if not any(isinstance(f, _JittorErrorsShown) for f in sys.meta_path) and "jittor_utils" not in sys.modules:
         sys.meta_path.insert(0, _JittorErrorsShown())
     if "use_mkl" not in env and not gpu and not (onednn_dir() / "lib" / "libmkldnn.so").exists():

@@ -12,11 +12,16 @@ small parts, each readable on its own:
 * a non-finite loss, or weights that are no longer finite, stop the run
   (``engine.checkpoint.TrainingStopped``) with the last good checkpoint named and how to
   resume from it; no checkpoint with non-finite values is ever written;
-  Ctrl-C says where the run stopped and how to continue (:class:`Interrupted`).
+  Ctrl-C says where the run stopped and how to continue (:class:`Interrupted`);
+* SIGTERM or SIGUSR1 (a cluster's stop and time-limit warning) end the run after
+  the step in progress, with a checkpoint of that iteration and the command
+  that continues it (:class:`SignalStopped`); under MPI all ranks stop at the
+  same iteration.
 """
 from __future__ import annotations
 
 import math
+import signal
 import time
 from typing import Callable, Iterator, Optional
 
@@ -30,10 +35,11 @@ from engine.launch import iteration_seed
 from engine.optim import poly_lr, release_gradients, set_lr
 from engine.run_log import RunLog
 from engine.snapshots import Snapshots
-from utils.comm import all_reduce_mean, world_size
+from utils.comm import all_reduce_mean, any_rank, world_size
 from utils.jittor_fixes import backward_built_once, release_free_heap
+from utils.stop_signals import StopSignal, deferred_stop_signals
 
-__all__ = ["Interrupted", "AMP_PATIENCE", "batches", "train_step", "train"]
+__all__ = ["Interrupted", "SignalStopped", "AMP_PATIENCE", "batches", "train_step", "train"]
 
 
 #: With mixed precision, how many skipped steps in a row (non-finite gradients) stop the run.
@@ -42,6 +48,10 @@ AMP_PATIENCE = 20
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says where the run stopped and how to continue it."""
+
+
+class SignalStopped(StopSignal):
+    """SIGTERM / SIGUSR1 during training: stopped after a step, with its checkpoint; the message says more."""
 
 
 def batches(train_set, start_iter: int) -> Iterator[tuple[int, tuple]]:
@@ -93,6 +103,13 @@ def train_step(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimi
     return float(mean_loss.item()), dict(parts, **extra)
 
 
+def _where(snapshots: Snapshots, output_dir: Optional[str]) -> str:
+    """The last checkpoint and the command that continues from it (or that there is none)."""
+    if not snapshots.last:
+        return "no checkpoint written yet"
+    return f"last checkpoint {snapshots.last}; continue with: python train.py --resume {output_dir}"
+
+
 def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, train_set,
           *, max_iters: int, base_lr: float, power: float = 0.9, min_lr: float = 0.0, seed: int = 0,
           start_iter: int = 0, output_dir: Optional[str] = None, snapshot_interval: int = 0,
@@ -123,6 +140,7 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
         TrainingStopped: on a non-finite loss or non-finite weights; the files on
             disk are left as they were at the last snapshot.
         Interrupted: on Ctrl-C, with where to continue.
+        SignalStopped: on SIGTERM or SIGUSR1, after the step in progress and its checkpoint.
     """
     if len(train_set) < 1:
         raise ValueError(f"the training set has fewer samples ({train_set.num_samples}) than one "
@@ -137,40 +155,53 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
     model.train()
     t_data = time.time()
     try:
-        for epoch, (image, label, _meta) in batches(train_set, start_iter) if iteration < end_iter else ():
-            t_step = time.time()
-            lr = poly_lr(base_lr, iteration, max_iters, power, min_lr)
-            loss_value, parts = train_step(model, criterion, optimizer, image, label, lr,
-                                           iteration_seed(seed, iteration), scaler)
-            iteration += 1
-            if scaler is not None and scaler.skipped_in_a_row >= AMP_PATIENCE:
-                raise TrainingStopped(f"float16 overflow: {AMP_PATIENCE} steps in a row had non-finite gradients "
-                                      f"(loss scale now {scaler.scale:g}) at iteration {iteration}. "
-                                      f"{snapshots.advice(base_lr)}, or train without --amp")
-            if not math.isfinite(loss_value) and scaler is None:
-                log.event(iteration, "non-finite loss", loss=loss_value, lr=lr)
-                raise TrainingStopped(f"loss is {loss_value} at iteration {iteration} (lr {lr:.3g}); stopping. "
-                                      f"{snapshots.advice(base_lr)} (or check the data)")
-            log.step(iteration, epoch, loss_value, parts, lr, t_step - t_data, time.time() - t_data,
-                     last=iteration == end_iter)
-            if eval_fn is not None and eval_interval and iteration % eval_interval == 0 and iteration < max_iters:
-                log.pause()
-                metrics = eval_fn(iteration)
-                log.evaluation(iteration, metrics)
-                snapshots.offer_best(iteration, metrics.get("mIoU", float("nan")), base_lr)
-                model.train()
-            if snapshot_interval and iteration % snapshot_interval == 0 and iteration < end_iter \
-                    and snapshots.last_iter != iteration:
-                snapshots.save(iteration, base_lr)
-            if iteration >= end_iter:
-                break
-            t_data = time.time()
-    except KeyboardInterrupt:
+        with deferred_stop_signals() as stop:
+            for epoch, (image, label, _meta) in batches(train_set, start_iter) if iteration < end_iter else ():
+                t_step = time.time()
+                lr = poly_lr(base_lr, iteration, max_iters, power, min_lr)
+                loss_value, parts = train_step(model, criterion, optimizer, image, label, lr,
+                                               iteration_seed(seed, iteration), scaler)
+                iteration += 1
+                if scaler is not None and scaler.skipped_in_a_row >= AMP_PATIENCE:
+                    raise TrainingStopped(f"float16 overflow: {AMP_PATIENCE} steps in a row had non-finite "
+                                          f"gradients (loss scale now {scaler.scale:g}) at iteration {iteration}. "
+                                          f"{snapshots.advice(base_lr)}, or train without --amp")
+                if not math.isfinite(loss_value) and scaler is None:
+                    log.event(iteration, "non-finite loss", loss=loss_value, lr=lr)
+                    raise TrainingStopped(f"loss is {loss_value} at iteration {iteration} (lr {lr:.3g}); "
+                                          f"stopping. {snapshots.advice(base_lr)} (or check the data)")
+                log.step(iteration, epoch, loss_value, parts, lr, t_step - t_data, time.time() - t_data,
+                         last=iteration == end_iter)
+                if eval_fn is not None and eval_interval and iteration % eval_interval == 0 \
+                        and iteration < max_iters:
+                    log.pause()
+                    metrics = eval_fn(iteration)
+                    log.evaluation(iteration, metrics)
+                    snapshots.offer_best(iteration, metrics.get("mIoU", float("nan")), base_lr)
+                    model.train()
+                if snapshot_interval and iteration % snapshot_interval == 0 and iteration < end_iter \
+                        and snapshots.last_iter != iteration:
+                    snapshots.save(iteration, base_lr)
+                if iteration >= end_iter:
+                    break
+                if any_rank(stop.signum is not None):  # every rank stops after the same iteration
+                    if snapshots.last_iter != iteration:
+                        snapshots.save(iteration, base_lr)
+                    message = f"stopped by {stop.name} at iteration {iteration}; {_where(snapshots, output_dir)}"
+                    log.close()
+                    log.line(message)
+                    raise SignalStopped(message, stop.signum or signal.SIGTERM)
+                t_data = time.time()
+    except SignalStopped:
+        raise
+    except KeyboardInterrupt as exc:
         log.close()
-        where = (f"last checkpoint {snapshots.last}; continue with: python train.py --resume {output_dir}"
-                 if snapshots.last else "no checkpoint written yet")
-        log.line(f"interrupted at iteration {iteration}; {where}")
-        raise Interrupted(f"interrupted at iteration {iteration}; {where}") from None
+        what = str(exc) if isinstance(exc, StopSignal) else "interrupted"  # a second stop signal, or Ctrl-C
+        message = f"{what} at iteration {iteration}; {_where(snapshots, output_dir)}"
+        log.line(message)
+        if isinstance(exc, StopSignal):
+            raise SignalStopped(message, exc.signum) from None
+        raise Interrupted(message) from None
     except TrainingStopped as exc:
         log.close()
         log.line(f"stopped: {exc}")

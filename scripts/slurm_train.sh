@@ -7,8 +7,12 @@
 #   RUN_DIR=/shared/work_dirs/van_b2 MODEL=ccnet_van_b2 PRETRAINED=/shared/pretrained/van_b2.pkl \
 #       sbatch --export=ALL scripts/slurm_train.sh --opt adamw
 #
-# Submit it again (or keep #SBATCH --requeue) to continue: when RUN_DIR holds checkpoint_last.pkl the run
-# resumes from it, which works only with the same number of processes (nodes x GPUs) as before.
+# Time limit and preemption: Slurm sends SIGUSR1 to this script 10 minutes before the time limit
+# (--signal=B:USR1@600); it passes the signal on to the training processes, which finish the step they are
+# in, write a checkpoint of it and stop (status 138), and the job requeues itself (scontrol requeue;
+# REQUEUE=0 turns that off). A SIGTERM to this script (scancel, preemption) is passed on the same way.
+# When RUN_DIR holds checkpoint_last.pkl the run resumes from it (a requeued or resubmitted job), which works
+# only with the same number of processes (nodes x GPUs) as before.
 # Every rank prints one "rank R/N on HOST: ... CUDA_VISIBLE_DEVICES=... GPU ..." line at the start: check
 # that no two ranks on one host name the same GPU. DRY_RUN=1 prints the launch commands and runs nothing.
 #
@@ -23,6 +27,8 @@
 #SBATCH --gpus-per-node=4
 #SBATCH --cpus-per-task=8
 #SBATCH --time=24:00:00
+#SBATCH --signal=B:USR1@600
+#SBATCH --requeue
 #SBATCH --output=logs/%x-%j.out
 # (Slurm does not create the folder of --output: make logs/ in the submission folder first.)
 
@@ -34,13 +40,14 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 DATASET=${DATASET:-cityscapes}
 DATA_PATH=${DATA_PATH:-$REPO/data/$DATASET}
 MODEL=${MODEL:-ccnet_resnet101}
-PRETRAINED=${PRETRAINED:-$REPO/pretrained/resnet101_deep.pkl}
+PRETRAINED=${PRETRAINED-$REPO/pretrained/resnet101_deep.pkl}   # PRETRAINED="": no backbone weights
 # The run folder must be on a SHARED filesystem (NFS, Lustre, GPFS ...) that every node mounts at the same
 # path: rank 0 writes the checkpoints and log there, and a resumed job (on any nodes) reads them back.
 RUN_DIR=${RUN_DIR:-$REPO/work_dirs/${MODEL}_${DATASET}}
 
 # -- how to start the processes ---------------------------------------------------------------
 LAUNCHER=${LAUNCHER:-mpirun}   # mpirun (Open MPI inside the allocation) or srun (srun --mpi=pmix)
+read -r -a MPIRUN_EXTRA <<< "${MPIRUN_ARGS:-}"   # more mpirun options, e.g. MPIRUN_ARGS=--allow-run-as-root
 # GPU_BIND=nccl (default): every rank sees all GPUs of its node; Jittor's NCCL set-up picks GPU <local rank>
 #   and the gradients and SyncBN statistics are all-reduced on the GPUs. Jittor 1.3.11 builds its NCCL ops
 #   against nccl_include_path / nccl_lib_path (else it downloads NCCL 2.8.4's source, which fails offline);
@@ -107,8 +114,8 @@ if [[ -f "$RUN_DIR/checkpoint_last.pkl" ]]; then
     TRAIN_ARGS=(--resume "$RUN_DIR" --no-progress "$@")
 else
     # -b is the GLOBAL batch: it must be divisible by the $NPROCS processes (8 = 2 nodes x 4 GPUs x 1)
-    TRAIN_ARGS=(--dataset "$DATASET" --data-path "$DATA_PATH" --model "$MODEL" --pretrained "$PRETRAINED"
-                --output-dir "$RUN_DIR" --no-progress "$@")
+    TRAIN_ARGS=(--dataset "$DATASET" --data-path "$DATA_PATH" --model "$MODEL"
+                ${PRETRAINED:+--pretrained "$PRETRAINED"} --output-dir "$RUN_DIR" --no-progress "$@")
 fi
 
 # -- the per-rank wrapper: run by every process before train.py -----------------------------------
@@ -161,8 +168,8 @@ if [[ "$LAUNCHER" == mpirun ]]; then
     for name in use_nccl nccl_include_path nccl_lib_path JITTOR_HOME nvcc_path cc_path; do
         if [[ -n "${!name+set}" ]]; then FORWARD+=(-x "$name"); fi
     done
-    WARM=(mpirun -np "$NODES" --map-by ppr:1:node --bind-to none "${FORWARD[@]}")
-    LAUNCH=(mpirun -np "$NPROCS" --map-by "ppr:$PER_NODE:node" --bind-to none "${FORWARD[@]}")
+    WARM=(mpirun -np "$NODES" --map-by ppr:1:node --bind-to none "${MPIRUN_EXTRA[@]}" "${FORWARD[@]}")
+    LAUNCH=(mpirun -np "$NPROCS" --map-by "ppr:$PER_NODE:node" --bind-to none "${MPIRUN_EXTRA[@]}" "${FORWARD[@]}")
 else
     WARM=(srun --mpi=pmix --ntasks="$NODES" --ntasks-per-node=1 --kill-on-bad-exit=1)
     LAUNCH=(srun --mpi=pmix --ntasks="$NPROCS" --ntasks-per-node="$PER_NODE" --kill-on-bad-exit=1)
@@ -178,4 +185,23 @@ mkdir -p "$RUN_DIR"
 if [[ "$WARM_UP" == 1 ]]; then
     "${WARM_COMMAND[@]}" || { echo "error: the warm-up (one 'import jittor' per node) failed; its output is above" >&2; exit 2; }
 fi
-"${COMMAND[@]}"
+# The launcher runs in the background so that this shell can pass Slurm's signals on while it waits.
+"${COMMAND[@]}" &
+launcher=$!
+pass_on() {
+    echo "slurm_train: $1: asking the training processes to checkpoint and stop"
+    kill -USR1 "$launcher" 2>/dev/null || true
+}
+trap 'pass_on SIGUSR1' USR1
+trap 'pass_on SIGTERM' TERM
+status=0
+while :; do
+    wait "$launcher" && status=0 || status=$?
+    kill -0 "$launcher" 2>/dev/null || break    # wait was cut short by a signal: wait again
+done
+trap - USR1 TERM
+if (( status == 138 )) && [[ -n "${SLURM_JOB_ID:-}" && "${REQUEUE:-1}" == 1 ]]; then
+    echo "slurm_train: the run stopped at a checkpoint in $RUN_DIR; requeueing job $SLURM_JOB_ID (it resumes there)"
+    scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"

@@ -1,6 +1,16 @@
-"""scripts/slurm_train.sh without Slurm (DRY_RUN=1): NCCL by default, found or refused; a warm-up per node."""
+"""scripts/slurm_train.sh without Slurm: NCCL by default, found or refused, a warm-up per node (DRY_RUN=1); the
+time-limit signal checkpoints and requeues, and the requeued job resumes (mpirun here, scontrol a stub)."""
 import os
+import shutil
+import signal
 import subprocess
+import sys
+import time
+
+import pytest
+
+from engine.checkpoint import load_checkpoint
+from seg_fixtures import TINY_MODEL_ARGS, write_blocks_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "slurm_train.sh")
@@ -50,3 +60,43 @@ def test_without_nccl_one_error_line_names_the_fixes(tmp_path):
     proc = dry_run(tmp_path, GPU_BIND="rank")
     assert proc.returncode == 0 and "GPU_BIND=rank," in proc.stdout
     assert "-x use_nccl" in proc.stdout and "nccl_lib_path" not in proc.stdout  # use_nccl=0, warm-up included
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="Open MPI not installed")
+def test_slurm_warning_signal_checkpoints_requeues_and_the_requeued_job_resumes(tmp_path):
+    """The script as Slurm runs it (mpirun on this machine, scontrol a stub): SIGUSR1 to the batch shell."""
+    data = write_blocks_dataset(str(tmp_path / "data"), num_train=6, num_val=2)
+    stub = tmp_path / "bin" / "scontrol"
+    stub.parent.mkdir()
+    stub.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    stub.chmod(0o755)
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("use_mpi", "use_nccl", "CUDA_VISIBLE_DEVICES")}
+    env.update(SLURM_JOB_ID="42", SLURM_JOB_NUM_NODES="1", SLURM_NTASKS_PER_NODE="2", SLURM_SUBMIT_DIR=ROOT,
+               PYTHON=sys.executable, DATASET="demo", DATA_PATH=data, MODEL="ccnet_demo", PRETRAINED="",
+               RUN_DIR=str(run_dir), GPU_BIND="rank", WARM_UP="0", MPIRUN_ARGS="--allow-run-as-root --oversubscribe",
+               PATH=f"{stub.parent}:{env['PATH']}", OMP_NUM_THREADS="1")
+    extra = ["--crop-size", "32", "-b", "2", "-j", "0", "--eval-interval", "0", *TINY_MODEL_ARGS]
+    # Slurm starts the batch script with default signal dispositions (this test process ignores SIGUSR1)
+    default_usr1 = lambda: signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(["bash", SCRIPT, "--iters", "100000", "--snapshot-interval", "1000", *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_usr1)
+    log = run_dir / "log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not log.exists() or len(open(log).readlines()) < 3):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR1)  # --signal=B:USR1@600: to the batch shell
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 138, stdout[-2000:] + stderr[-3000:]
+    assert "slurm_train: SIGUSR1: asking the training processes to checkpoint and stop" in stdout
+    assert "requeueing job 42" in stdout and (tmp_path / "scontrol.log").read_text() == "requeue 42\n"
+    iteration = load_checkpoint(str(run_dir / "checkpoint_last.pkl"))["iter"]
+    assert iteration >= 3 and stderr.count(f"stopped by SIGUSR1 at iteration {iteration};") == 1, stderr[-3000:]
+    # the requeued job: same script, the run folder has a checkpoint, so it resumes
+    proc = subprocess.run(["bash", SCRIPT, "--iters", str(iteration + 1)], env=env, capture_output=True, text=True,
+                          timeout=600, preexec_fn=default_usr1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming at iteration {iteration}" in proc.stdout
+    assert load_checkpoint(str(run_dir / "checkpoint_last.pkl"))["iter"] == iteration + 1
