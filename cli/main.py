@@ -20,6 +20,7 @@ from typing import Any, Callable, NoReturn
 
 from utils.comm import rank, world_size
 from utils.errors import UserError
+from utils.fileio import write_failure
 from utils.jittor_fixes import exit_now, restore_sigint
 from utils.stop_signals import STOP_SIGNALS, raise_on_stop_signals
 
@@ -66,6 +67,17 @@ def run_main(fn: Callable[..., Any], *args: Any) -> int:
         if world_size() > 1:
             _end_job(f"error: {exc}", 2)
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as exc:
+        failure = write_failure(exc)  # a full disk, a quota, a read-only file system
+        if not failure:
+            if world_size() > 1:
+                _end_job(f"error: unexpected failure:\n{traceback.format_exc().rstrip()}", 1)
+            raise
+        message = f"error: {failure}; files are written whole or not at all, so nothing half-written was kept"
+        if world_size() > 1:
+            _end_job(message, 2)
+        print(message, file=sys.stderr, flush=True)
         return 2
     except Exception:
         if world_size() > 1:

@@ -36,6 +36,7 @@ from engine.optim import poly_lr, release_gradients, set_lr
 from engine.run_log import RunLog
 from engine.snapshots import Snapshots
 from utils.comm import all_reduce_mean, any_rank, world_size
+from utils.fileio import OutputError, write_failure
 from utils.jittor_fixes import backward_built_once, release_free_heap
 from utils.stop_signals import StopSignal, deferred_stop_signals
 
@@ -206,6 +207,18 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
         log.close()
         log.line(f"stopped: {exc}")
         raise
+    except OSError as exc:
+        failure = write_failure(exc)
+        if not failure:
+            raise
+        message = (f"{failure} after iteration {iteration} (files are written whole or not at all); "
+                   f"{_where(snapshots, output_dir)} once there is space")
+        try:
+            log.close()
+            log.line(message)
+        except OSError:
+            pass
+        raise OutputError(message) from None
     log.close()
     if snapshots.last_iter != iteration:
         snapshots.save(iteration, base_lr)

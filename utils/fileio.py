@@ -22,6 +22,7 @@ The weight-file format built on these is :mod:`utils.weight_files`.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -35,11 +36,23 @@ import numpy as np
 
 from utils.torch_reader import PLAIN_GLOBALS
 
-__all__ = ["FileFormatError", "UnsafeFileError", "OutputError", "check_output_dir", "check_output_file",
+__all__ = ["FileFormatError", "UnsafeFileError", "OutputError", "WRITE_ERRNOS", "write_failure",
+           "check_output_dir", "check_output_file",
            "atomic_write", "link_atomic", "remove_stale_temporaries", "write_json", "save_pickle", "load_pickle"]
 
 _MARKER = b"HCAJSLHD"  # jt.save's trailer: pickle bytes, 20-byte SHA-1, this marker
 _DIGEST = 20
+
+
+#: errno values that mean "the disk cannot take this file": full, over quota, too large, read-only.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def write_failure(exc: BaseException) -> str:
+    """``"<reason> writing <file>"`` for an OSError in :data:`WRITE_ERRNOS`, else ``""``."""
+    if not isinstance(exc, OSError) or exc.errno not in WRITE_ERRNOS:
+        return ""
+    return f"{exc.strerror or exc} writing {exc.filename or 'a file'}"
 
 
 class FileFormatError(ValueError):
