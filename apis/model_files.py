@@ -36,7 +36,7 @@ from pretrained.backbone_keys import ConversionError
 from pretrained.converter import convert_checkpoint
 from utils.fileio import FileFormatError, load_pickle
 from utils.torch_reader import CheckpointFormatError, read_torch_checkpoint
-from utils.weight_files import is_torch_file, unwrap_checkpoint, weights_from_pickle
+from utils.weight_files import check_finite, is_torch_file, unwrap_checkpoint, weights_from_pickle
 
 __all__ = ["ModelFile", "ModelInfo", "read_model_file", "load_model", "load_into", "load_model_from_options"]
 
@@ -50,6 +50,9 @@ class ModelFile:
     state: dict[str, np.ndarray]
     settings: dict = field(default_factory=dict)   # model, num_classes, recurrence, model_opts, dataset
     checkpoint: Optional[dict] = None              # the whole train.py checkpoint, if it is one
+
+    def __post_init__(self) -> None:
+        check_finite(self.state, self.path)  # every model file read goes through here
 
     @property
     def has_head(self) -> bool:

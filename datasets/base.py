@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .loader import EpochLoader
 
-__all__ = ["Sample", "DatasetError", "SegmentationDataset", "samples_from_id_list", "read_image", "read_label_raw",
+__all__ = ["Sample", "DatasetError", "LOSSY_FORMATS", "SegmentationDataset", "samples_from_id_list", "read_image", "read_label_raw",
            "require_dir", "pair_samples"]
 
 _INVALID = -1  # marks raw label values a dataset's lookup table does not accept
@@ -105,28 +105,41 @@ def read_image(path: str) -> np.ndarray:
 
     Decoded with Pillow, which refuses a truncated file (OpenCV decodes a
     truncated JPEG and fills the missing part with grey, with only a warning).
+    An EXIF orientation (photos from phones and cameras) is applied, so the
+    image is upright as every viewer shows it.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path!r}")
     try:
         with Image.open(path) as im:
             im.load()
-            return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+            upright = ImageOps.exif_transpose(im)
+            return np.ascontiguousarray(np.asarray(upright.convert("RGB")))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"cannot read image {path!r}: truncated, corrupt or not an image file "
                            f"({exc})") from None
 
 
+#: Image formats (as Pillow detects them from the content) that cannot hold a label map exactly.
+LOSSY_FORMATS = ("JPEG", "MPO", "JPEG2000", "WEBP")
+
+
 def open_label(path: str, palette_as_rgb: bool = False) -> tuple[str, np.ndarray]:
     """``(image mode, pixels)`` of a label file (a palette image as RGB colours with ``palette_as_rgb``).
 
-    FileNotFoundError or DatasetError naming the file when it is missing or broken.
+    FileNotFoundError or DatasetError naming the file when it is missing or broken, or stored in a lossy
+    format (:data:`LOSSY_FORMATS`, whatever its name ends with): compression artefacts change class ids.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"label file not found: {path!r}")
     try:
         with Image.open(path) as im:
+            if im.format in LOSSY_FORMATS:
+                raise DatasetError(f"label {path!r} is a {im.format} file: lossy compression changes class ids "
+                                   "along every edge; labels must be lossless index images (PNG)")
             return im.mode, np.array(im.convert("RGB")) if palette_as_rgb and im.mode == "P" else np.array(im)
+    except DatasetError:
+        raise
     except Exception as exc:  # PIL raises several types for broken files
         raise DatasetError(f"cannot read label {path!r} (corrupt or not an image file): {exc}") from exc
 

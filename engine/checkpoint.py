@@ -18,6 +18,7 @@ from jittor import nn
 
 from utils.errors import UserError
 from utils.fileio import FileFormatError, load_pickle, save_pickle
+from utils.weight_files import check_finite
 
 __all__ = ["CHECKPOINT_VERSION", "LAST", "CheckpointError", "TrainingStopped", "model_state", "save_checkpoint",
            "find_checkpoint", "is_train_checkpoint", "load_checkpoint"]
@@ -74,4 +75,5 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(f"cannot read checkpoint {path!r}: {exc}") from None
     if not is_train_checkpoint(obj):
         raise CheckpointError(f"{path!r} is not a train.py checkpoint (no 'model' entry)")
+    check_finite(obj["model"], path)
     return obj

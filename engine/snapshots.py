@@ -6,7 +6,6 @@ import os
 import re
 from typing import Optional
 
-import numpy as np
 
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
@@ -18,13 +17,9 @@ from engine.launch import rng_state
 from engine.optim import optimizer_state
 from utils.comm import any_rank, is_main, world_size
 from utils.fileio import link_atomic
+from utils.weight_files import non_finite
 
 __all__ = ["Snapshots"]
-
-
-def _non_finite(arrays) -> list[str]:
-    return [name for name, a in arrays if np.issubdtype(np.asarray(a).dtype, np.floating)
-            and not np.isfinite(a).all()]
 
 
 class Snapshots:
@@ -63,7 +58,7 @@ class Snapshots:
         bad: list = []
         if is_main():
             state, optim = model_state(self.model), optimizer_state(self.optimizer)
-            bad = _non_finite(state.items()) + _non_finite(
+            bad = non_finite(state.items()) + non_finite(
                 (f"optimizer {key}", a) for g in optim["groups"] for key in ("values", "m") for a in g.get(key, []))
         if any_rank(bool(bad)):
             raise TrainingStopped(

@@ -564,6 +564,16 @@ def test_refuses_resnet50_file_for_resnet101(tmp_path, capsys):
     _assert_refused(capsys, tmp_path, [src, "--arch", "resnet101"], "ResNet-50", "--arch resnet50")
 
 
+def test_refuses_to_write_weights_with_nan(tmp_path, capsys):
+    # before: written with exit status 0 unless --verify
+    ref = torchvision_dilated_resnet((3, 4, 6, 3))
+    sd = ref.state_dict()
+    sd["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    src = tmp_path / "nan.pth"
+    torch.save(sd, src)
+    _assert_refused(capsys, tmp_path, [src], "refusing to write", "hold NaN or Inf", "layer2.0.conv1.weight")
+
+
 def test_refuses_van_b1_file_for_van_b2(tmp_path, capsys):
     ref = TVAN((64, 128, 320, 512), (2, 2, 4, 2))
     src = tmp_path / "van_b1.pth.tar"

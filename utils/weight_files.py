@@ -6,6 +6,7 @@ array}, "meta": {...}}``, ``meta["format"]`` being :data:`WEIGHTS_FORMAT`.
 :func:`read_weights` also accepts a plain ``{name: array}`` pickle and
 PyTorch files (through the torch-free reader of :mod:`utils.torch_reader`);
 :func:`unwrap_checkpoint` finds the state dict inside a wrapped checkpoint.
+Weights that are not finite are never read or written (:func:`check_finite`).
 """
 from __future__ import annotations
 
@@ -18,11 +19,31 @@ import numpy as np
 from utils.fileio import FileFormatError, load_pickle, save_pickle
 from utils.torch_reader import CheckpointFormatError, checkpoint_format, read_torch_checkpoint
 
-__all__ = ["WEIGHTS_FORMAT", "unwrap_checkpoint", "is_torch_file", "read_weights", "weights_from_pickle",
-           "save_weights"]
+__all__ = ["WEIGHTS_FORMAT", "NonFiniteWeightsError", "non_finite", "check_finite", "unwrap_checkpoint",
+           "is_torch_file", "read_weights", "weights_from_pickle", "save_weights"]
 
 #: ``meta["format"]`` of the weight files written by :func:`save_weights`.
 WEIGHTS_FORMAT = "ccnet-jittor-weights"
+
+
+class NonFiniteWeightsError(FileFormatError):
+    """A weights file (to be read or written) holds NaN or Inf values; the message names the tensors."""
+
+
+def non_finite(arrays) -> list[str]:
+    """The names of the floating-point arrays among ``(name, array)`` pairs that hold NaN or Inf."""
+    return [name for name, a in arrays if np.issubdtype(np.asarray(a).dtype, np.floating)
+            and not np.isfinite(a).all()]
+
+
+def check_finite(state: Mapping[str, Any], path: str, writing: bool = False) -> None:
+    """NonFiniteWeightsError naming the tensors of ``state`` that hold NaN or Inf (``path``: the file)."""
+    bad = non_finite(state.items())
+    if bad:
+        names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        what = f"refusing to write {path}" if writing else f"{path} cannot be used"
+        raise NonFiniteWeightsError(f"{what}: {len(bad)} tensor(s) hold NaN or Inf values ({names}); take an "
+                                    "earlier checkpoint, or the weights from before they diverged")
 
 
 def _is_array(v: Any) -> bool:
@@ -83,8 +104,11 @@ def read_weights(path: str) -> tuple[dict[str, np.ndarray], dict]:
             sd, _ = unwrap_checkpoint(read_torch_checkpoint(path))
         except CheckpointFormatError as exc:
             raise FileFormatError(str(exc)) from None
-        return dict(sd), {"source": path}
-    return weights_from_pickle(load_pickle(path), path)
+        state, meta = dict(sd), {"source": path}
+    else:
+        state, meta = weights_from_pickle(load_pickle(path), path)
+    check_finite(state, path)
+    return state, meta
 
 
 def weights_from_pickle(obj: Any, path: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -104,5 +128,6 @@ def save_weights(path: str, state_dict: Mapping[str, np.ndarray], meta: Mapping[
     """Write ``{"state_dict", "meta"}`` atomically as a ``.pkl`` (readable by ``jt.load`` too)."""
     if not path.endswith(".pkl"):
         raise FileFormatError(f"the output must be a .pkl file, got {path!r}")
+    check_finite(state_dict, path, writing=True)
     payload = {"state_dict": {k: np.ascontiguousarray(v) for k, v in state_dict.items()}, "meta": dict(meta)}
     return save_pickle(path, payload)
