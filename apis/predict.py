@@ -6,12 +6,13 @@ import sys
 from typing import Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
 from apis.model_files import load_model_from_options
 from cli.config import inference_settings
 from datasets.base import DatasetError, read_image
 from engine.launch import set_device
-from evaluation.inference import predict_image
+from evaluation.inference import predict_image, whole_image_problem
 from utils.fileio import check_output_dir
 from utils.progress import progress_bar
 from utils.sizes import pair
@@ -28,8 +29,10 @@ def find_images(inputs: Sequence[str], exclude: Optional[str] = None) -> list[tu
     """``(path, output stem)`` for every image file given or found under a given folder.
 
     Folders are searched recursively (sub-paths kept in the stem), skipping
-    ``exclude`` (the output folder). Raises FileNotFoundError for a missing
-    input or when no image is found.
+    ``exclude`` (the output folder). Files whose stems coincide (``a.png`` and
+    ``a.jpg``) keep their extension in the stem (``a_png``, ``a_jpg``), so no
+    output overwrites another. Raises FileNotFoundError for a missing input or
+    when no image is found.
     """
     found = []
     skip = os.path.realpath(exclude) if exclude else None
@@ -47,7 +50,34 @@ def find_images(inputs: Sequence[str], exclude: Optional[str] = None) -> list[tu
             raise FileNotFoundError(f"no such file or folder: {item!r}")
     if not found:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {list(inputs)}")
-    return found
+    return _unique_stems(found)
+
+
+def _unique_stems(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The same files with stems that differ (compared case-insensitively, as some file systems do)."""
+    counts: dict[str, int] = {}
+    for _, stem in found:
+        counts[stem.lower()] = counts.get(stem.lower(), 0) + 1
+    out, taken = [], set()
+    for path, stem in found:
+        if counts[stem.lower()] > 1:
+            stem = f"{stem}_{os.path.splitext(path)[1].lstrip('.')}"
+        unique, n = stem, 1
+        while unique.lower() in taken:
+            n += 1
+            unique = f"{stem}_{n}"
+        taken.add(unique.lower())
+        out.append((path, unique))
+    return out
+
+
+def _image_size(path: str) -> Optional[tuple[int, int]]:
+    """``(height, width)`` from the file's header (None if it cannot be read: reported when it is segmented)."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # noqa: BLE001  (any unreadable file is reported later, with its reason)
+        return None
 
 
 def run(options: dict) -> int:
@@ -63,6 +93,12 @@ def run(options: dict) -> int:
     preset = info.preset
     mode, crop_size, stride = inference_settings(options, preset)
     test_size = pair(options["test_size"], "--test-size") if options.get("test_size") else None
+    if mode == "whole":  # every image checked before any is segmented
+        for path, _ in images:
+            size = test_size or (preset.test_size if preset else None) or _image_size(path)  # what is segmented
+            problem = size and whole_image_problem(*size)
+            if problem:
+                raise ValueError(f"{path}: {problem}")
     if options.get("save_label") and info.num_classes > 256:
         raise ValueError("--save-label writes 8-bit PNGs: more than 256 classes do not fit")
     print(f"{info.model} ({info.num_classes} classes, R={info.recurrence}, dataset {info.dataset or '-'}) "

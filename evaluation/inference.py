@@ -24,7 +24,23 @@ from models.layers import resize
 from utils.input_norm import InputNorm
 from utils.sizes import pair
 
-__all__ = ["whole_inference", "slide_inference", "flip_permutation", "inference", "preprocess", "predict_image"]
+__all__ = ["MAX_WHOLE_ENERGY_BYTES", "whole_image_problem", "whole_inference", "slide_inference", "flip_permutation",
+           "inference", "preprocess", "predict_image"]
+
+#: Whole-image inference is refused when one criss-cross attention's energies (float32, at 1/8 of the
+#: input) would exceed this: 4 GiB is a 5000x5000 image; a 12000x12000 photo would need 27 GB.
+MAX_WHOLE_ENERGY_BYTES = 4 << 30
+
+
+def whole_image_problem(height: int, width: int, limit: int = MAX_WHOLE_ENERGY_BYTES) -> Optional[str]:
+    """Why a ``height`` x ``width`` input is too large for whole-image inference (None when it is not)."""
+    h, w = -(-height // 8), -(-width // 8)
+    energies = h * w * (h + w - 1) * 4   # [H+W-1, H, W] float32 at output stride 8
+    if energies <= limit:
+        return None
+    return (f"{width}x{height} is too large to segment in one piece (its attention energies alone would need "
+            f"{energies / 2 ** 30:.1f} GiB, the limit is {limit / 2 ** 30:.0f} GiB): use --mode slide "
+            "--crop-size 769 --stride 513, or --test-size to scale it down")
 
 
 # --------------------------------------------------------------------------- scores

@@ -143,3 +143,43 @@ def test_converted_weights_with_build_options(tmp_path):
     img = _image(tmp_path / "y.png", 20, 28)
     assert predict.main([path, str(img), "-o", str(tmp_path / "o"), "--save-label"]) == 0
     assert np.asarray(Image.open(tmp_path / "o" / "y_label.png")).max() < 3
+
+
+def test_photos_are_segmented_upright_as_viewers_show_them(checkpoint, tmp_path):
+    # a camera's portrait photo: pixels stored landscape (30 high, 50 wide), EXIF orientation 6 (rotate 90)
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = tmp_path / "photo.jpg"
+    stored.save(photo, exif=exif)
+    out = tmp_path / "out"
+    assert predict.main([checkpoint["train"], str(photo), "-o", str(out), "--no-progress"]) == 0
+    assert np.asarray(Image.open(out / "photo_pred.png")).shape == (50, 30, 3)  # before: (30, 50, 3)
+    upright = np.asarray(Image.open(photo).transpose(Image.Transpose.ROTATE_270))
+    overlay = np.asarray(Image.open(out / "photo_overlay.png"), np.float32)
+    pred = np.asarray(Image.open(out / "photo_pred.png"), np.float32)
+    np.testing.assert_array_equal(overlay, np.clip(0.5 * upright + 0.5 * pred + 0.5, 0, 255).astype(np.uint8))
+
+
+def test_images_with_one_name_get_outputs_of_their_own(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _image(folder / "a.png", 20, 30, seed=1)
+    _image(folder / "a.jpg", 20, 30, seed=2)
+    _image(folder / "b.png", 20, 30, seed=3)
+    out = tmp_path / "out"
+    assert predict.main([checkpoint["train"], str(folder), "-o", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in out.glob("*_pred.png")) == ["a_jpg_pred.png", "a_png_pred.png", "b_pred.png"]
+    assert "wrote 3 prediction(s)" in capsys.readouterr().out
+
+
+def test_an_image_too_large_for_one_piece_is_refused_before_any_work(checkpoint, tmp_path, capsys):
+    small = _image(tmp_path / "small.png", 20, 30)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (8000, 7000)).save(huge)  # energies [1874, 875, 1000] in float32: 6.1 GiB
+    out = tmp_path / "out"
+    status = predict.main([checkpoint["train"], str(small), str(huge), "-o", str(out), "--no-progress"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status == 2 and line.startswith(f"error: {huge}: 8000x7000 is too large to segment in one piece")
+    assert "--mode slide" in line and not list(out.glob("*.png"))  # not even the small one was written
