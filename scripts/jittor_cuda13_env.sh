@@ -2,7 +2,8 @@
 # The environment Jittor 1.3.11 needs to run its CUDA backend on a CUDA 13
 # machine whose CUDA libraries (cuBLAS, cuRAND, cuDNN, ...) are pip packages
 # (nvidia/cu13, nvidia/cudnn, ... in some site-packages, e.g. PyTorch's).
-# The Jittor itself must carry scripts/jittor_cuda13/jittor_cuda13.patch.
+# The Jittor itself must carry the patches scripts/jittor_cuda13.py chooses once
+# nvcc_path points at this tree (nvcc13 for nvcc 13, cudnn9 for a cuDNN 9).
 #
 #   source scripts/jittor_cuda13_env.sh SITE_PACKAGES [JITTOR_COPY]   # sets the variables in this shell
 #   eval "$(bash scripts/jittor_cuda13_env.sh SITE_PACKAGES)"          # the same, from the printed exports
@@ -89,7 +90,7 @@ _jtcuda13_build() {  # SITE_PACKAGES [JITTOR_COPY] -> sets _JTCUDA13_EXPORTS (NA
     _jtcuda13_say "$real --version shows no release number"
     return 1
   fi
-  [ "$major" -ge 13 ] || _jtcuda13_say "note: nvcc $version is older than 13: stock Jittor needs neither this tree nor the patch"
+  [ "$major" -ge 13 ] || _jtcuda13_say "note: nvcc $version is older than 13: Jittor needs this tree only to find pip-installed libraries (and, for a cuDNN 9 among them, the cudnn9 patch)"
 
   # -- the merged tree --
   tree=${JT_CUDA_TREE:-${XDG_CACHE_HOME:-$HOME/.cache}/ccnet_jtcuda13}
@@ -123,7 +124,7 @@ _jtcuda13_build() {  # SITE_PACKAGES [JITTOR_COPY] -> sets _JTCUDA13_EXPORTS (NA
     [ -e "$tree/include/${f%%:*}" ] && [ -e "$tree/lib64/${f##*:}" ] || optional+=("${f##*:}")
   done
   _jtcuda13_say "tree $tree: nvcc $version ($real), $(find "$tree/include" -maxdepth 1 | wc -l) headers, $(find "$tree/lib64" -maxdepth 1 | wc -l) libraries"
-  [ ${#optional[@]} -eq 0 ] || _jtcuda13_say "warning: without ${optional[*]} (optional with the patch: slower convolutions without cuDNN, no jt.fft / sparse ops)"
+  [ ${#optional[@]} -eq 0 ] || _jtcuda13_say "warning: without ${optional[*]} (optional with the nvcc13 patch: no jt.fft / sparse ops; the project refuses CUDA runs without cuDNN)"
   if [ ${#missing[@]} -gt 0 ]; then
     _jtcuda13_say "Jittor cannot start without ${missing[*]} (headers and library): pip install nvidia-cublas nvidia-curand (CUDA 13 builds) into $sp"
     return 1

@@ -9,8 +9,8 @@
 #    tests and benchmarks only).
 #  - Debian's oneDNN linked into the folder where Jittor looks for its own
 #    oneDNN download (jittor_env.py falls back to use_mkl=0 without it).
-#  - On a GPU machine with nvcc >= 13 only: the CUDA-13 patch for the Jittor in .venv
-#    (scripts/jittor_cuda13.py; see scripts/jittor_cuda13/jittor_cuda13.patch).
+#  - On a GPU machine with nvcc >= 13 or cuDNN >= 9 only: the project's patches for the Jittor in
+#    .venv (scripts/jittor_cuda13.py; see scripts/jittor_cuda13/).
 #  - A first `import jittor` through jittor_env, so that Jittor's one-off
 #    compilation (a few minutes) happens here and not inside the first test.
 set -euo pipefail
@@ -45,10 +45,13 @@ if [ "$(uname -m)" = x86_64 ] && [ -e "$lib" ] && [ -e /usr/include/dnnl.h ] && 
   ln -s "$lib" "$dnnl/lib/libmkldnn.so"
   echo "setup: linked Debian's oneDNN into $dnnl"
 fi
-# CUDA 13: stock Jittor 1.3.11 cannot build its CUDA backend with nvcc >= 13. When an NVIDIA GPU is
-# visible (the test of jittor_env.has_cuda_gpu) the tool asks nvcc: 13 or later -> it applies
-# scripts/jittor_cuda13/jittor_cuda13.patch to the Jittor in $VENV (once; a second run finds it applied);
-# CUDA 11/12 -> nothing. Machines without a GPU do not run it at all: their Jittor stays as pip installed it.
+# nvcc 13 / cuDNN 9: stock Jittor 1.3.11 builds its CUDA backend with nvcc <= 12 and loads cuDNN <= 8 only.
+# When an NVIDIA GPU is visible (the test of jittor_env.has_cuda_gpu) the tool finds the nvcc and the cuDNN
+# Jittor will use and applies what they need to the Jittor in $VENV (once; a second run finds it in place):
+# scripts/jittor_cuda13/nvcc13.patch for nvcc 13 or later, cudnn9.patch for cuDNN 9 or later (CUDA 12 with
+# cuDNN 9 needs it too); CUDA 11/12 with cuDNN 8 -> nothing. The optional fp32-accum.patch is not applied
+# here (python scripts/jittor_cuda13.py --with fp32-accum). Machines without a GPU do not run it at all:
+# their Jittor stays as pip installed it.
 gpu_visible() {
   case "${CUDA_VISIBLE_DEVICES-unset}" in ""|-1) return 1 ;; esac
   compgen -G "/dev/nvidia[0-9]*" >/dev/null && return 0
