@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -20,16 +21,19 @@ if ROOT not in sys.path:
 
 from utils.fileio import OutputError, check_output_file, write_json  # noqa: E402  (after the path)
 
-__all__ = ["ROOT", "rss_kb", "jittor_peak_bytes", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm",
+__all__ = ["ROOT", "NUM_CLASSES", "rss_kb", "jittor_peak_bytes", "use_device", "measure_model", "rel_error", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm",
            "torch_einsum", "fma_peak_gflops", "combine_rounds", "median_ratio", "time_runs"]
 
 
-def rss_kb(field: str) -> int:
-    """A field of ``/proc/self/status`` in kB: ``VmRSS`` (resident now) or ``VmHWM`` (peak resident)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
+def rss_kb(field: str, pid="self") -> int:
+    """A field of ``/proc/<pid>/status`` in kB: ``VmRSS`` (resident now) or ``VmHWM`` (peak resident); 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return 0
 
 
@@ -44,6 +48,87 @@ def jittor_peak_bytes(run: Callable[[], object]) -> int:
     with jt.flag_scope(profile_memory_enable=1):
         run()
         return int(jt.get_max_memory_info().split("[!@#div1!@#]")[0])  # its fields' separator
+
+
+#: The class count of the models the benchmarks build (Cityscapes').
+NUM_CLASSES = 19
+
+
+def use_device(device: str) -> None:
+    """Run Jittor on ``device`` (``"cpu"`` or ``"cuda"``); ValueError when CUDA is asked for and absent."""
+    import jittor_env  # noqa: F401  (before jittor)
+    import jittor as jt
+    if device == "cuda" and not jt.has_cuda:
+        raise ValueError("--device cuda: Jittor found no CUDA GPU on this machine; run with --device cpu")
+    jt.flags.use_cuda = 1 if device == "cuda" else 0
+
+
+def measure_model(model_name: str, mode: str, size, batch: int, warmup: int, repeat: int, device: str,
+                  amp: bool = False) -> dict:
+    """Time ``mode`` (``"infer"`` or ``"train"``) of ``model_name`` in this process and read its peak memory.
+
+    Call it in a fresh process (the peaks are the process's). ``amp``: the
+    training step in mixed precision, as ``train.py --amp`` runs it (float16
+    convolutions, the loss scaler); the result then also gives the scaler's
+    skipped steps and final scale.
+    """
+    import numpy as np
+    import jittor_env  # noqa: F401  (before jittor)
+    import jittor as jt
+    from utils.jittor_fixes import materialize
+    from engine.train_loop import train_step
+    from engine.optim import build_optimizer
+    from models import build_model
+    from models.losses import SegmentationLoss
+    from models.precision import set_float16
+    from engine.amp import GradScaler
+    use_device(device)
+    set_float16(amp)
+    scaler = GradScaler() if amp and mode == "train" else None
+    jt.set_seed(0)
+    model = build_model(model_name, NUM_CLASSES)
+    materialize(model.state_dict().values())
+    rng = np.random.default_rng(0)
+    h, w = size
+    x = jt.array(rng.standard_normal((batch, 3, h, w)).astype(np.float32))
+    if mode == "infer":
+        model.eval()
+
+        def run():
+            with jt.no_grad():
+                model(x).sync()
+            jt.sync_all(True)
+    else:
+        model.train()
+        label = jt.array(rng.integers(0, NUM_CLASSES, (batch, h, w)).astype(np.int32))
+        criterion = SegmentationLoss(NUM_CLASSES, align_corners=bool(model.align_corners))
+        optimizer = build_optimizer(model, "sgd", lr=0.01, momentum=0.9, weight_decay=1e-4)
+        steps = iter(range(10 ** 9))
+
+        def run():
+            train_step(model, criterion, optimizer, x, label, lr=0.01, seed=next(steps), scaler=scaler)
+            jt.sync_all(True)
+    jt.sync_all(True)
+    base_kb = rss_kb("VmRSS")
+    times = time_runs(run, warmup, repeat, lambda: jt.sync_all(True))
+    peak_kb = rss_kb("VmHWM")
+    jt_peak = jittor_peak_bytes(run)
+    return {"model": model_name, "mode": mode, "device": device, "size": [h, w], "batch": batch,
+            "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],
+            "peak_rss_mb": peak_kb / 1024 if device == "cpu" else None,
+            "rss_at_start_mb": base_kb / 1024 if device == "cpu" else None,
+            "peak_jittor_mb": jt_peak / 2 ** 20, "jittor": jt.__version__, "amp": amp,
+            **({"amp_skipped_steps": scaler.skipped, "amp_scale": scaler.scale} if scaler is not None else {})}
+
+
+def rel_error(got, want) -> float:
+    """max |got - want| / max |want| in float64; inf when ``got`` is not finite or the shapes differ."""
+    import numpy as np
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape or not np.isfinite(got).all():
+        return float("inf")
+    scale = max(float(np.abs(want).max()) if want.size else 0.0, 1e-30)
+    return float(np.abs(got - want).max() / scale) if got.size else 0.0
 
 
 def cpu_model() -> str:

@@ -31,29 +31,19 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 
-from bench_common import cpu_model, jittor_peak_bytes, rss_kb, run_worker, time_runs, write_record
+from bench_common import NUM_CLASSES, cpu_model, measure_model, run_worker, use_device, write_record
 
 DEFAULT_MODELS = ("ccnet_resnet50", "ccnet_resnet101", "ccnet_resnet50_mmseg", "ccnet_resnet101_mmseg",
                   "ccnet_van_b0", "ccnet_van_b1", "ccnet_van_b2", "ccnet_van_b3")
 MODES = ("infer", "train")
-NUM_CLASSES = 19
 #: (evaluation size, training crop, batch): the presets' on a GPU, reduced on the CPU.
 GPU_SIZES = ((769, 769), (769, 769), 2)
 CPU_SIZES = ((257, 257), (129, 129), 1)
 MEMORY = {"cpu": "peak resident set of the process (VmHWM), Jittor runtime included",
           "cuda": "Jittor's peak live variable memory (profile_memory_enable), allocator caching not included"}
-
-
-def _use_device(device: str) -> None:
-    import jittor_env  # noqa: F401  (before jittor)
-    import jittor as jt
-    if device == "cuda" and not jt.has_cuda:
-        raise ValueError("--device cuda: Jittor found no CUDA GPU on this machine; run with --device cpu")
-    jt.flags.use_cuda = 1 if device == "cuda" else 0
 
 
 def _gpu_name() -> str | None:
@@ -66,52 +56,6 @@ def _gpu_name() -> str | None:
 
 
 # -- one measurement, in a subprocess ------------------------------------------------
-
-def measure(model_name: str, mode: str, size, batch: int, warmup: int, repeat: int, device: str) -> dict:
-    """Time ``mode`` of ``model_name`` in this process and read its peak memory (call it in a fresh process)."""
-    import numpy as np
-    import jittor_env  # noqa: F401  (before jittor)
-    import jittor as jt
-    from utils.jittor_fixes import materialize
-    from engine.train_loop import train_step
-    from engine.optim import build_optimizer
-    from models import build_model
-    from models.losses import SegmentationLoss
-    _use_device(device)
-    jt.set_seed(0)
-    model = build_model(model_name, NUM_CLASSES)
-    materialize(model.state_dict().values())
-    rng = np.random.default_rng(0)
-    h, w = size
-    x = jt.array(rng.standard_normal((batch, 3, h, w)).astype(np.float32))
-    if mode == "infer":
-        model.eval()
-
-        def run():
-            with jt.no_grad():
-                model(x).sync()
-            jt.sync_all(True)
-    else:
-        model.train()
-        label = jt.array(rng.integers(0, NUM_CLASSES, (batch, h, w)).astype(np.int32))
-        criterion = SegmentationLoss(NUM_CLASSES, align_corners=bool(model.align_corners))
-        optimizer = build_optimizer(model, "sgd", lr=0.01, momentum=0.9, weight_decay=1e-4)
-        steps = iter(range(10 ** 9))
-
-        def run():
-            train_step(model, criterion, optimizer, x, label, lr=0.01, seed=next(steps))
-            jt.sync_all(True)
-    jt.sync_all(True)
-    base_kb = rss_kb("VmRSS")
-    times = time_runs(run, warmup, repeat, lambda: jt.sync_all(True))
-    peak_kb = rss_kb("VmHWM")
-    jt_peak = jittor_peak_bytes(run)
-    return {"model": model_name, "mode": mode, "device": device, "size": [h, w], "batch": batch,
-            "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],
-            "peak_rss_mb": peak_kb / 1024 if device == "cpu" else None,
-            "rss_at_start_mb": base_kb / 1024 if device == "cpu" else None,
-            "peak_jittor_mb": jt_peak / 2 ** 20, "jittor": jt.__version__}
-
 
 def _run_worker(model_name: str, mode: str, size, args) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", model_name, "--mode", mode,
@@ -175,7 +119,7 @@ def _resolve(args) -> bool:
     unknown = [m for m in args.models if m not in MODEL_PRESETS]
     if unknown:
         raise ValueError(f"unknown model preset(s) {', '.join(unknown)}; valid: {', '.join(MODEL_PRESETS)}")
-    _use_device(args.device)
+    use_device(args.device)
     size, train_size, batch = GPU_SIZES if args.device == "cuda" else CPU_SIZES
     args.size = list(args.size or size)
     args.train_size = list(args.train_size or train_size)
@@ -194,7 +138,7 @@ def _resolve(args) -> bool:
 def run(args) -> int:
     """The benchmark: complexity here, the timings in one subprocess per preset and mode, the table, the JSON."""
     if args.worker:
-        print(json.dumps(measure(args.worker, args.mode, args.size, args.batch, args.warmup, args.repeat,
+        print(json.dumps(measure_model(args.worker, args.mode, args.size, args.batch, args.warmup, args.repeat,
                                  args.device)))
         return 0
     reduced = _resolve(args)

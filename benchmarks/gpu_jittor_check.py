@@ -51,6 +51,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench_common import rel_error  # noqa: E402  (the benchmarks' one comparison of results)
+
 #: value shapes [B, C, H, W]; query / key have max(C // 8, 1) channels
 OP_SHAPES = [(2, 24, 13, 29), (1, 16, 1, 33), (1, 16, 31, 1), (2, 512, 97, 97)]
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
@@ -75,16 +77,6 @@ def write_json(path: str, record: dict) -> None:
         f.write("\n")
     os.replace(tmp, path)
     print(f"wrote {path}")
-
-
-def rel_error(got, want) -> float:
-    """max |got - want| / max |want| in float64; inf when ``got`` is not finite or the shapes differ."""
-    import numpy as np
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    if got.shape != want.shape or not np.isfinite(got).all():
-        return float("inf")
-    scale = max(float(np.abs(want).max()) if want.size else 0.0, 1e-30)
-    return float(np.abs(got - want).max() / scale) if got.size else 0.0
 
 
 # --------------------------------------------------------------------------- op

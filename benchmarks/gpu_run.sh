@@ -6,13 +6,26 @@
 #                 PyTorch's bmm and einsum formulations
 #   jittor-setup  a venv (--system-site-packages, so the machine's PyTorch stays as it is)
 #                 with Jittor 1.3.11 from wheels/ (see scripts/fetch_gpu_wheels.sh), the
-#                 CUDA-13 patch when nvcc >= 13 (scripts/jittor_cuda13.py), and the CUDA
-#                 environment (scripts/jittor_cuda13_env.sh) -- no internet needed
+#                 patches its nvcc and cuDNN need (scripts/jittor_cuda13.py: nvcc13 for
+#                 nvcc >= 13, cudnn9 for cuDNN >= 9), and the CUDA environment
+#                 (scripts/jittor_cuda13_env.sh) -- no internet needed
 #   jittor-build  the first `import jittor` with CUDA: Jittor compiles its core and its
 #                 CUDA extern libraries (the longest step, once per machine)
 #   jittor-op     benchmarks/gpu_jittor_check.py op: the op inside Jittor, CUDA against CPU
+#   amp-numerics  benchmarks/gpu_amp_check.py: float16 and float32 weight gradients of a
+#                 64->64 3x3 convolution on [2, 64, 193, 193] against a float64 reference,
+#                 and the decision whether the fp32-accum patch is needed; then one R-101
+#                 training step (769x769, batch 2) in float32 and with --amp: time, peak memory
+#   amp-fp32-accum  [off by default: --only amp-fp32-accum] the same gradient check on a copy
+#                 of the venv's Jittor with scripts/jittor_cuda13/fp32-accum.patch, its own
+#                 compile cache (${JITTOR_HOME}_fp32_accum: Jittor builds itself again there,
+#                 minutes), compared with amp-numerics' result when there is one
 #   bench-train   the official CCNet R-101 training step, 769x769, batch 2, float32
 #                 (benchmarks/bench_model.py)
+#   nccl-vs-mpi   benchmarks/gpu_nccl_check.py: that training step under mpirun -np <GPUs>
+#                 (-np 1 with one GPU), the gradients all-reduced by NCCL (use_nccl=1) and by
+#                 MPI through the CPU (use_nccl=0); both times and their ratio. Needs Open MPI
+#                 and an NCCL (found in the CUDA tree, $NCCL_HOME, /usr, the pip package)
 #   bench-amp     [STEP 3b] benchmarks/bench_model_vs_torch.py --device cuda [--amp], only if
 #                 that file exists and takes --device (mixed precision and the PyTorch
 #                 comparison); otherwise the record says "not available"
@@ -28,7 +41,7 @@
 # that fails is recorded and the next ones go on (those that need Jittor are
 # skipped when Jittor could not start). Logs and step records: $WORK.
 #
-#   bash benchmarks/gpu_run.sh                       # everything
+#   bash benchmarks/gpu_run.sh                       # every step but amp-fp32-accum (off by default)
 #   bash benchmarks/gpu_run.sh --dry-run             # print the steps and their commands
 #   bash benchmarks/gpu_run.sh --only kernels,jittor-op --deadline 300
 #   bash benchmarks/gpu_run.sh --copy-to "$OUT"      # also copy the record and the logs there
@@ -41,10 +54,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd -P)
 
-STEPS=(kernels jittor-setup jittor-build jittor-op bench-train bench-amp bench-infer eval-timing demo collect)
-JITTOR_STEPS=" jittor-build jittor-op bench-train bench-amp bench-infer eval-timing demo "
-declare -A LIMIT=([kernels]=240 [jittor-setup]=120 [jittor-build]=480 [jittor-op]=300 [bench-train]=300
-                  [bench-amp]=300 [bench-infer]=240 [eval-timing]=240 [demo]=300 [collect]=60)
+STEPS=(kernels jittor-setup jittor-build jittor-op amp-numerics amp-fp32-accum bench-train nccl-vs-mpi bench-amp
+       bench-infer eval-timing demo collect)
+JITTOR_STEPS=" jittor-build jittor-op amp-numerics amp-fp32-accum bench-train nccl-vs-mpi bench-amp bench-infer eval-timing demo "
+OFF_BY_DEFAULT=" amp-fp32-accum "  # run only when --only names them
+declare -A LIMIT=([kernels]=240 [jittor-setup]=120 [jittor-build]=480 [jittor-op]=300 [amp-numerics]=360
+                  [amp-fp32-accum]=520 [bench-train]=300 [nccl-vs-mpi]=300 [bench-amp]=300 [bench-infer]=240
+                  [eval-timing]=240 [demo]=300 [collect]=60)
 
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
@@ -81,13 +97,17 @@ DEMO_DATA=${DEMO_DATA:-data/demo_cityscapes}
 export JITTOR_HOME=${JITTOR_HOME:-$ROOT/work_dirs/gpu_jittor_home}
 export JT_CUDA_TREE=${JT_CUDA_TREE:-$ROOT/work_dirs/gpu_jtcuda13}
 VPY="$GPU_VENV/bin/python"
+case "$WORK" in /*) ABS_WORK=$WORK ;; *) ABS_WORK=$ROOT/$WORK ;; esac
 export GPU_VENV_PYTHON="$ROOT/$VPY"
 [ "${GPU_VENV#/}" != "$GPU_VENV" ] && export GPU_VENV_PYTHON="$VPY"
 BENCH_VS_TORCH_ARGS=${BENCH_VS_TORCH_ARGS:---models ccnet_resnet101 --train-size 769 769 --eval-size 1024 2048 --batch 2 --json $WORK/bench_vs_torch.json}
 
 selected() {  # STEP: is it to run? (jittor-setup comes with any step that needs Jittor)
   local s
-  [ -z "$ONLY" ] && return 0
+  if [ -z "$ONLY" ]; then
+    case "$OFF_BY_DEFAULT" in *" $1 "*) return 1 ;; esac
+    return 0
+  fi
   case ",$ONLY," in *",$1,"*) return 0 ;; esac
   if [ "$1" = jittor-setup ]; then
     for s in ${ONLY//,/ }; do case "$JITTOR_STEPS" in *" $s "*) return 0 ;; esac; done
@@ -111,6 +131,9 @@ describe() {
     jittor-setup) echo "$SYS_PYTHON -m venv --system-site-packages $GPU_VENV; install numpy/six/astunparse wheels and the jittor sdist from $WHEELS/ (offline); $VPY scripts/jittor_cuda13.py --venv $GPU_VENV; source scripts/jittor_cuda13_env.sh <site-packages with nvidia/>" ;;
     jittor-build) echo "$VPY -c 'import jittor_env, jittor; jittor.flags.use_cuda = 1; ...'   (Jittor compiles its CUDA backend)" ;;
     jittor-op) echo "$VPY benchmarks/gpu_jittor_check.py op --json $WORK/jittor_op.json" ;;
+    amp-numerics) echo "$VPY benchmarks/gpu_amp_check.py --json $WORK/amp_numerics.json" ;;
+    amp-fp32-accum) echo "$VPY scripts/jittor_cuda13.py --venv $GPU_VENV --copy-to $ABS_WORK/jittor_fp32_accum --with fp32-accum; JITTOR_HOME=${JITTOR_HOME}_fp32_accum PYTHONPATH=$ABS_WORK/jittor_fp32_accum $VPY benchmarks/gpu_amp_check.py --parts conv --json $WORK/amp_fp32_accum.json [--baseline $WORK/amp_numerics.json]" ;;
+    nccl-vs-mpi) echo "$VPY benchmarks/gpu_nccl_check.py --json $WORK/nccl_vs_mpi.json   (mpirun -np <visible GPUs>, use_nccl=1 then 0; skipped without mpirun/mpicc)" ;;
     bench-train) echo "$VPY benchmarks/bench_model.py --device cuda --models ccnet_resnet101 --modes train --train-size 769 769 --batch 2 --json $WORK/bench_train.json" ;;
     bench-amp) echo "[STEP 3b] if benchmarks/bench_model_vs_torch.py exists and takes --device: $VPY benchmarks/bench_model_vs_torch.py --device cuda [--amp if it takes it] $BENCH_VS_TORCH_ARGS; else recorded as not available" ;;
     bench-infer) echo "$VPY benchmarks/bench_model.py --device cuda --models ccnet_resnet101 --modes infer --size 1024 2048 --batch 1 --json $WORK/bench_infer.json" ;;
@@ -123,7 +146,11 @@ describe() {
 if [ "$DRY" = 1 ]; then
   echo "gpu_run: steps (limit in seconds, cut to what is left of --deadline $DEADLINE):"
   for s in "${STEPS[@]}"; do
-    if selected "$s"; then printf '  %-13s %4ss  %s\n' "$s" "${LIMIT[$s]}" "$(describe "$s")"; fi
+    if selected "$s"; then
+      printf '  %-14s %4ss  %s\n' "$s" "${LIMIT[$s]}" "$(describe "$s")"
+    elif [ -z "$ONLY" ]; then
+      printf '  %-14s %4ss  [off by default: --only %s] %s\n' "$s" "${LIMIT[$s]}" "$s" "$(describe "$s")"
+    fi
   done
   exit 0
 fi
@@ -141,13 +168,17 @@ mkdir -p "$WORK"
 T0=$SECONDS
 JITTOR_READY=0
 
-json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\t'/ }; s=${s//$'\n'/ | }; printf '"%s"' "$s"; }
+json_str() {  # TEXT as a JSON string: colour codes (Jittor's log lines) and other control characters dropped
+  local s
+  s=$(printf '%s' "$1" | sed $'s/\x1b\\[[0-9;]*[A-Za-z]//g' | tr -d '\000-\010\013-\037')
+  s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\t'/ }; s=${s//$'\n'/ | }; printf '"%s"' "$s"
+}
 
 record() {  # NAME STATUS SECONDS RC LOG JSON NOTE
   printf '{"name": %s, "status": %s, "seconds": %s, "rc": %s, "log": %s, "json": %s, "note": %s}\n' \
     "$(json_str "$1")" "$(json_str "$2")" "$3" "${4:-null}" "$(json_str "$5")" "$(json_str "$6")" \
     "$(json_str "$7")" >> "$WORK/steps.jsonl"
-  printf 'gpu_run: %-13s %-8s %5ss  %s\n' "$1" "$2" "$3" "$7"
+  printf 'gpu_run: %-14s %-8s %5ss  %s\n' "$1" "$2" "$3" "$7"
 }
 
 skip() { record "$1" skipped 0 "" "" "" "$2"; }
@@ -165,7 +196,8 @@ run_step() {  # NAME JSON COMMAND...: run under the step's limit; record status,
   start=$SECONDS
   timeout --kill-after=15 "$t" "$@" >> "$log" 2>&1
   rc=$?
-  if [ "$rc" = 0 ]; then status=ok; note=""
+  # a step's last "summary: " line (gpu_amp_check.py, gpu_nccl_check.py) becomes its record's note
+  if [ "$rc" = 0 ]; then status=ok; note=$(grep '^summary: ' "$log" | tail -n 1 | cut -c10-309)
   elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then status=timeout; note="stopped after $t s"
   else status=failed; note="exit $rc: $(tail -n +2 "$log" | grep -v '^\s*$' | tail -n 3 | cut -c1-300)"; fi
   [ -n "$json" ] && [ ! -f "$json" ] && json=""
@@ -294,9 +326,41 @@ if selected jittor-op && need_jittor jittor-op; then
   run_step jittor-op "$WORK/jittor_op.json" env log_silent=0 "$VPY" benchmarks/gpu_jittor_check.py op --json "$WORK/jittor_op.json"
 fi
 
+# float16 gradient numerics (does Jittor need fp32-accum?) and what --amp saves
+if selected amp-numerics && need_jittor amp-numerics; then
+  run_step amp-numerics "$WORK/amp_numerics.json" env log_silent=0 "$VPY" benchmarks/gpu_amp_check.py \
+    --json "$WORK/amp_numerics.json"
+fi
+
+# The gradient check on a copy of Jittor with fp32-accum (its own compile cache: the whole of Jittor is built
+# again there, so it is off by default); compared with amp-numerics' record of this work folder if there is one.
+if selected amp-fp32-accum && need_jittor amp-fp32-accum; then
+  baseline=()
+  [ -f "$WORK/amp_numerics.json" ] && baseline=(--baseline "$WORK/amp_numerics.json")
+  # shellcheck disable=SC2016  # the inner script's variables are its own
+  run_step amp-fp32-accum "$WORK/amp_fp32_accum.json" bash -c '
+    set -e
+    VPY=$1 VENV=$2 COPY=$3 HOME_DIR=$4 OUT=$5
+    shift 5
+    "$VPY" scripts/jittor_cuda13.py --venv "$VENV" --copy-to "$COPY" --with fp32-accum
+    JITTOR_HOME=$HOME_DIR PYTHONPATH=$COPY${PYTHONPATH:+:$PYTHONPATH} log_silent=0 \
+      "$VPY" benchmarks/gpu_amp_check.py --parts conv --json "$OUT" "$@"' \
+    amp-fp32-accum "$VPY" "$GPU_VENV" "$ABS_WORK/jittor_fp32_accum" "${JITTOR_HOME}_fp32_accum" \
+    "$WORK/amp_fp32_accum.json" "${baseline[@]}"
+fi
+
 if selected bench-train && need_jittor bench-train; then
   run_step bench-train "$WORK/bench_train.json" "$VPY" benchmarks/bench_model.py --device cuda --models ccnet_resnet101 \
     --modes train --train-size 769 769 --batch 2 --json "$WORK/bench_train.json"
+fi
+
+# the all-reduce of that training step: NCCL against MPI through the CPU
+if selected nccl-vs-mpi && need_jittor nccl-vs-mpi; then
+  if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1; then
+    skip nccl-vs-mpi "not available: Open MPI (mpirun and mpicc, which Jittor builds its MPI module with) is not installed"
+  else
+    run_step nccl-vs-mpi "$WORK/nccl_vs_mpi.json" "$VPY" benchmarks/gpu_nccl_check.py --json "$WORK/nccl_vs_mpi.json"
+  fi
 fi
 
 # [STEP 3b] mixed precision and the PyTorch comparison, through benchmarks/bench_model_vs_torch.py: run only

@@ -16,8 +16,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_run.sh")
 CHECK = os.path.join(ROOT, "benchmarks", "gpu_jittor_check.py")
-STEPS = ["kernels", "jittor-setup", "jittor-build", "jittor-op", "bench-train", "bench-amp", "bench-infer",
-         "eval-timing", "demo", "collect"]
+STEPS = ["kernels", "jittor-setup", "jittor-build", "jittor-op", "amp-numerics", "bench-train", "nccl-vs-mpi",
+         "bench-amp", "bench-infer", "eval-timing", "demo", "collect"]  # amp-fp32-accum only with --only
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 import gpu_jittor_check as gjc  # noqa: E402  (benchmarks/ is on the path: conftest.py)
 

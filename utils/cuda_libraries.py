@@ -2,9 +2,9 @@
 
 Jittor 1.3.11 builds its cuBLAS and cuDNN ops at import
 (``jittor/compile_extern.py: setup_cuda_extern``). When one of them cannot be
-loaded, stock Jittor stops with a fatal log line, and the project's cuDNN-9
-patch (``scripts/jittor_cuda13/``) turns a missing cuDNN into a warning; in
-both cases ``jittor.compile_extern.cudnn`` (or ``.cublas``) stays ``None``
+loaded, stock Jittor stops with a fatal log line, and the project's nvcc-13
+patch (``scripts/jittor_cuda13/nvcc13.patch``) turns a missing cuDNN into a
+warning; then ``jittor.compile_extern.cudnn`` (or ``.cublas``) stays ``None``
 and every convolution or matmul would run on Jittor's generic CUDA kernels:
 many times slower and with more memory. :func:`check_cuda_libraries` refuses
 to start a run like that and says which library, which version it found and
@@ -29,7 +29,7 @@ REQUIRED = {
               "libcublas.so and libcublasLt.so",
     "cudnn": "install cuDNN's development files for this CUDA (cudnn.h and libcudnn.so beside the toolkit, or in "
              "/usr/include and /usr/lib/<arch>-linux-gnu); with cuDNN 9 also run `python scripts/jittor_cuda13.py` "
-             "(Jittor 1.3.11 alone loads cuDNN 7/8)",
+             "(it applies the cuDNN-9 patch: Jittor 1.3.11 alone loads cuDNN 7/8)",
 }
 
 
