@@ -125,8 +125,13 @@ class EpochLoader(Dataset):
                 {"index": [first], "load_error": [errors[0]["load_error"]]})
 
     def _worker_main(self, *args):
-        # In a worker process: Ctrl-C is the main process's to handle, and errors travel as records.
+        # In a worker process: Ctrl-C and SIGUSR1 are the main process's to handle, errors travel as records,
+        # and SIGTERM ends the worker at once (Jittor's terminate() sends it): a Python-level handler
+        # inherited from the main process (utils.stop_signals) would wait for the worker's blocking wait in
+        # C++ to return, and the main process, joining its workers at exit, would wait forever.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         self._errors_as_records = True
         return super()._worker_main(*args)
 

@@ -88,3 +88,12 @@ def test_sigusr1_to_mpirun_stops_every_rank_at_one_iteration(blocks, tmp_path):
     assert stderr.count("stopped by SIGUSR1 at iteration") == 1, stderr[-3000:]
     iteration = load_checkpoint(str(out / "checkpoint_last.pkl"))["iter"]
     assert f"stopped by SIGUSR1 at iteration {iteration};" in stderr
+
+
+def test_training_with_workers_ends_when_its_iterations_end_mid_pass(blocks, tmp_path):
+    # the loader workers are ended with SIGTERM at exit: a handler inherited from the main process must not
+    # keep them (and so the main process, which joins them) alive
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "train.py", *map(str, train_args(blocks, out, "--iters", 4, "-j", 2))],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "done: iteration 4" in proc.stdout, proc.stderr[-3000:]
