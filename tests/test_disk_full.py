@@ -34,7 +34,7 @@ def test_a_failing_checkpoint_write_is_one_error_line_naming_what_was_kept(block
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]
     assert status == 2 and "Traceback" not in err, err
-    assert line.startswith("error: No space left on device writing ") and "after iteration 2" in line
+    assert line.startswith(f"error: No space left on device writing {out}/checkpoint_000002.pkl after iteration 2")
     assert f"last checkpoint {out}/checkpoint_000001.pkl; continue with: python train.py --resume {out}" in line
     assert load_checkpoint(str(out / "checkpoint_last.pkl"))["iter"] == 1
     assert line[len("error: "):] in open(out / "train.log").read()
@@ -59,7 +59,8 @@ def test_a_really_full_disk(blocks, tmp_path):
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
         line = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-        assert line.startswith("error: No space left on device writing ") and "continue with:" in line, line
+        assert line.startswith(f"error: No space left on device writing {out}/checkpoint_000002.pkl after "), line
+        assert "continue with:" in line
         assert load_checkpoint(str(out / "checkpoint_last.pkl"))["iter"] == 1
         assert not [n for n in os.listdir(out) if ".tmp-" in n]  # no half-written file left
     finally:

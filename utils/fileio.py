@@ -29,6 +29,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 from typing import Any, Callable, Mapping, Union
 
@@ -52,7 +53,8 @@ def write_failure(exc: BaseException) -> str:
     """``"<reason> writing <file>"`` for an OSError in :data:`WRITE_ERRNOS`, else ``""``."""
     if not isinstance(exc, OSError) or exc.errno not in WRITE_ERRNOS:
         return ""
-    return f"{exc.strerror or exc} writing {exc.filename or 'a file'}"
+    name = re.sub(r"\.tmp-\d+$", "", str(exc.filename)) if exc.filename else "a file"  # atomic_write's temporary
+    return f"{exc.strerror or exc} writing {name}"
 
 
 class FileFormatError(ValueError):
