@@ -47,3 +47,10 @@ def train_args(data_path, output_dir, *extra):
     return ["--dataset", "demo", "--data-path", str(data_path), "--output-dir", str(output_dir),
             "--crop-size", "32", "-b", "2", "--snapshot-interval", "100", "--eval-interval", "0",
             "-j", "0", "--no-progress", "--print-freq", "1", *TINY_MODEL_ARGS, *extra]
+
+
+def run_train(args):
+    """train.py's run in this process with these arguments (errors raised, not turned into exit codes)."""
+    import apis.train
+    import train
+    return apis.train.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))

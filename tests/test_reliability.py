@@ -20,11 +20,10 @@ import demo
 import evaluate
 import predict
 import train
-import apis.train
 from engine import checkpoint
 from engine.checkpoint import load_checkpoint
 from utils.weight_files import save_weights
-from seg_fixtures import train_args, write_blocks_dataset
+from seg_fixtures import run_train, train_args, write_blocks_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,9 +33,7 @@ def blocks(tmp_path_factory):
     return write_blocks_dataset(str(tmp_path_factory.mktemp("blocks")), num_train=6, num_val=3)
 
 
-def run(args):
-    """train.py's run in this process (errors raised)."""
-    return apis.train.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
+run = run_train  # train.py's run in this process (errors raised)
 
 
 def cli(main, args, capsys):

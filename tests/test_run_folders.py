@@ -6,11 +6,10 @@ import sys
 
 import pytest
 
-import apis.train
 import train
 from cli import run_folder
 from engine.checkpoint import load_checkpoint
-from seg_fixtures import train_args, write_blocks_dataset
+from seg_fixtures import run_train, train_args, write_blocks_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,8 +19,7 @@ def blocks(tmp_path_factory):
     return write_blocks_dataset(str(tmp_path_factory.mktemp("blocks")), num_train=4, num_val=2)
 
 
-def run(args):
-    return apis.train.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
+run = run_train  # train.py's run in this process (errors raised)
 
 
 def error_of(args, capsys):

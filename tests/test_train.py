@@ -5,11 +5,9 @@ import os
 import numpy as np
 import pytest
 
-import train
-import apis.train
 from engine import checkpoint, optim, train_loop
 from utils.weight_files import save_weights
-from seg_fixtures import train_args, write_blocks_dataset
+from seg_fixtures import run_train, train_args, write_blocks_dataset
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +16,7 @@ def blocks(tmp_path_factory):
     return write_blocks_dataset(str(tmp_path_factory.mktemp("blocks")), num_train=6, num_val=3)
 
 
-def run(args):
-    """train.py's run with these arguments (errors raised, not turned into exit codes)."""
-    return apis.train.run(train.options_from_args(train.get_args_parser().parse_args([str(a) for a in args])))
+run = run_train  # train.py's run in this process (errors raised)
 
 
 def max_diff(a, b):

@@ -155,9 +155,11 @@ def atomic_write(path: str, write: Union[bytes, str, Callable[[Any], None]], bin
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write() names no file: name the target
+            raise OSError(exc.errno, exc.strerror, path) from exc
         raise
     return path
 
