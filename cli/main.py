@@ -68,18 +68,14 @@ def run_main(fn: Callable[..., Any], *args: Any) -> int:
             _end_job(f"error: {exc}", 2)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    except OSError as exc:
-        failure = write_failure(exc)  # a full disk, a quota, a read-only file system
-        if not failure:
+    except Exception as exc:
+        failure = write_failure(exc)  # a full disk, a quota, a read-only file system ("" for anything else)
+        if failure:
+            message = f"error: {failure}; files are written whole or not at all, so nothing half-written was kept"
             if world_size() > 1:
-                _end_job(f"error: unexpected failure:\n{traceback.format_exc().rstrip()}", 1)
-            raise
-        message = f"error: {failure}; files are written whole or not at all, so nothing half-written was kept"
-        if world_size() > 1:
-            _end_job(message, 2)
-        print(message, file=sys.stderr, flush=True)
-        return 2
-    except Exception:
+                _end_job(message, 2)
+            print(message, file=sys.stderr, flush=True)
+            return 2
         if world_size() > 1:
             _end_job(f"error: unexpected failure:\n{traceback.format_exc().rstrip()}", 1)
         raise
