@@ -22,7 +22,8 @@ if ROOT not in sys.path:
 from utils.fileio import OutputError, check_output_file, write_json  # noqa: E402  (after the path)
 
 __all__ = ["ROOT", "NUM_CLASSES", "rss_kb", "jittor_peak_bytes", "use_device", "measure_model", "rel_error", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm",
-           "torch_einsum", "fma_peak_gflops", "combine_rounds", "median_ratio", "time_runs"]
+           "torch_einsum", "fma_peak_gflops", "combine_rounds", "median_ratio", "time_runs", "CCA_CUDA_ABI",
+           "CCA_DTYPES", "load_cca_cuda_abi"]
 
 
 def rss_kb(field: str, pid="self") -> int:
@@ -288,6 +289,28 @@ def cca_inputs(shape, seed: int = 0):
     k = rng.standard_normal((B, C // 8, H, W)).astype(np.float32)
     v = rng.standard_normal((B, C, H, W)).astype(np.float32)
     return q, k, v
+
+
+# -- the CUDA kernels outside Jittor --------------------------------------------------
+
+CCA_CUDA_ABI = os.path.join(ROOT, "models", "ops", "cca_cuda_abi.cu")
+CCA_DTYPES = {"float32": 0, "float16": 1, "float64": 2}  # the dtype codes of cca_cuda_abi.cu
+
+
+def load_cca_cuda_abi(library: str):
+    """``ctypes`` handle of a shared library built from :data:`CCA_CUDA_ABI`, its two functions typed.
+
+    ``cca_cuda_weight(dtype, P, Q, E, B, C, H, W, stream)`` and
+    ``cca_cuda_map(dtype, transposed, A, V, O, B, C, H, W, stream)`` take
+    pointers as integers and return the CUDA error code (0 is success).
+    """
+    import ctypes
+    lib = ctypes.CDLL(library)
+    ptr, i32 = ctypes.c_void_p, ctypes.c_int
+    lib.cca_cuda_weight.argtypes = [i32, ptr, ptr, ptr, i32, i32, i32, i32, ptr]
+    lib.cca_cuda_map.argtypes = [i32, i32, ptr, ptr, ptr, i32, i32, i32, i32, ptr]
+    lib.cca_cuda_weight.restype = lib.cca_cuda_map.restype = i32
+    return lib
 
 
 # -- the PyTorch formulations of criss-cross attention, written from their formulas --

@@ -74,7 +74,7 @@ class CrissCrossAttention(nn.Module):
     starts as the identity. Parameter names follow the official checkpoints.
     """
 
-    def __init__(self, in_channels: int, impl: str = "kernel") -> None:
+    def __init__(self, in_channels: int, impl: str = "auto") -> None:
         super().__init__()
         if in_channels < 8:
             raise ValueError(f"in_channels must be at least 8 (query/key use in_channels // 8), got {in_channels}")
@@ -104,11 +104,11 @@ class RCCAModule(nn.Module):
         channels: width of the head (official ``in_channels // 4`` = 512).
         activation: ``"leaky_relu"`` (official) or ``"relu"`` (mmsegmentation).
         dropout: Dropout2d probability before the classifier.
-        cca_impl: ``"kernel"`` or ``"reference"`` (see ``models.ops.cca``).
+        cca_impl: ``"auto"``, ``"kernel"`` or ``"reference"`` (see ``models.ops.cca``).
     """
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 512,
-                 activation: str = "leaky_relu", dropout: float = 0.1, cca_impl: str = "kernel") -> None:
+                 activation: str = "leaky_relu", dropout: float = 0.1, cca_impl: str = "auto") -> None:
         super().__init__()
         self.conva = nn.Sequential(*_conv_bn_act(in_channels, channels, activation))
         self.cca = CrissCrossAttention(channels, impl=cca_impl)
@@ -199,7 +199,7 @@ class CCNet(nn.Module):
             stride 8 (dilated ResNet).
         aux_index: backbone stage (0-based) feeding the auxiliary head (2 = stage 3).
         dropout: Dropout2d probability of both heads (0.1).
-        cca_impl: ``"kernel"`` or ``"reference"``.
+        cca_impl: ``"auto"``, ``"kernel"`` or ``"reference"``.
         ccl_dim: if set, a 1x1 projection (``head_ccl``) of the RCCA feature to this
             many channels for the category consistent loss (TPAMI version,
             ``models.losses.ccl``); used in training only.
@@ -208,7 +208,7 @@ class CCNet(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, recurrence: int = 2, channels: int = 512,
                  aux_channels: Optional[int] = 512, aux_bias: bool = True, activation: str = "leaky_relu",
                  align_corners: bool = True, neck_channels: Optional[int] = None, aux_index: int = 2,
-                 dropout: float = 0.1, cca_impl: str = "kernel", ccl_dim: Optional[int] = None) -> None:
+                 dropout: float = 0.1, cca_impl: str = "auto", ccl_dim: Optional[int] = None) -> None:
         super().__init__()
         check_activation(activation)
         if num_classes < 1:

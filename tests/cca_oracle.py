@@ -32,3 +32,35 @@ def np_softmax(e, axis):
     e = e - e.max(axis=axis, keepdims=True)
     p = np.exp(e)
     return p / p.sum(axis=axis, keepdims=True)
+
+
+def np_ca_weight_grad(q, k, g):
+    """d(sum(g * np_ca_weight(q, k))) / d(q, k), from the same index formulas."""
+    B, C, H, W = q.shape
+    dq, dk = np.zeros_like(q), np.zeros_like(k)
+    for y in range(H):
+        for x in range(W):
+            for i in range(W):
+                dq[:, :, y, x] += k[:, :, y, i] * g[:, i, y, x][:, None]
+                dk[:, :, y, i] += q[:, :, y, x] * g[:, i, y, x][:, None]
+            for t in range(H - 1):
+                j = t if t < y else t + 1
+                dq[:, :, y, x] += k[:, :, j, x] * g[:, W + t, y, x][:, None]
+                dk[:, :, j, x] += q[:, :, y, x] * g[:, W + t, y, x][:, None]
+    return dq, dk
+
+
+def np_ca_map_grad(a, v, g):
+    """d(sum(g * np_ca_map(a, v))) / d(a, v), from the same index formulas."""
+    B, C, H, W = v.shape
+    da, dv = np.zeros_like(a), np.zeros_like(v)
+    for y in range(H):
+        for x in range(W):
+            for i in range(W):
+                da[:, i, y, x] += (v[:, :, y, i] * g[:, :, y, x]).sum(1)
+                dv[:, :, y, i] += g[:, :, y, x] * a[:, i, y, x][:, None]
+            for t in range(H - 1):
+                j = t if t < y else t + 1
+                da[:, W + t, y, x] += (v[:, :, j, x] * g[:, :, y, x]).sum(1)
+                dv[:, :, j, x] += g[:, :, y, x] * a[:, W + t, y, x][:, None]
+    return da, dv

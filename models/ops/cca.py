@@ -14,7 +14,8 @@ keep the layout of the official op (github.com/speedinghzl/CCNet,
 ``impl="kernel"`` runs our custom ops (C++/OpenMP on the CPU, CUDA on the GPU,
 sources in ``cca_cpu.h`` and ``cca_cuda.cuh``, gradients through
 ``jt.Function``); ``impl="reference"`` runs plain Jittor matmuls and is the
-oracle of the tests. The official module built on them,
+oracle of the tests. ``impl="auto"`` (the default) is the kernel on the CPU
+and :data:`CUDA_AUTO_IMPL` on CUDA. The official module built on them,
 ``gamma * ca_map(softmax(ca_weight(q, k)), v) + x``, is
 ``models.ccnet.CrissCrossAttention``.
 """
@@ -30,19 +31,38 @@ from models.ops.loader import kernel
 from models.precision import float16_enabled, float32
 from utils.jittor_fixes import ReleasingFunction, grad_as, reindex
 
-__all__ = ["ca_weight", "ca_map", "position_softmax", "criss_cross_attention", "check_impl", "IMPLS"]
+__all__ = ["ca_weight", "ca_map", "position_softmax", "criss_cross_attention", "check_impl", "resolve_impl", "IMPLS",
+           "CUDA_AUTO_IMPL"]
 
-IMPLS = ("kernel", "reference")
+IMPLS = ("auto", "kernel", "reference")
+#: What ``impl="auto"`` runs on CUDA. The reference (cuBLAS matmuls through Jittor) until a GPU
+#: has timed both: the kernels have run only in the CPU emulation of CUDA
+#: (tests/test_cca_cuda_emu.py); benchmarks/gpu_jittor_check.py op times the two.
+CUDA_AUTO_IMPL = "reference"
 
 _CPU, _CUDA = "cca_cpu.h", "cca_cuda.cuh"
 _SIZES = "in0_shape0, in1_shape1, in0_shape2, in0_shape3"  # B, C (of the second input), H, W
 _SOFTMAX_SIZES = "in0_shape0, in0_shape1, (long long)in0_shape2 * in0_shape3"  # B, L, H*W
 
 
+def _cuda_call(call: str, what: str) -> str:
+    """A statement that runs a cca_cuda launcher and stops with Jittor's fatal log on a CUDA error."""
+    return (f"{{ cudaError_t err = cca_cuda::{call}; if (err != cudaSuccess) "
+            f"LOGf << \"criss-cross attention CUDA kernel ({what}):\" << cudaGetErrorString(err); }}")
+
+
 def check_impl(impl: str) -> None:
     """ValueError unless ``impl`` is one of :data:`IMPLS`."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+
+
+def resolve_impl(impl: str) -> str:
+    """``"kernel"`` or ``"reference"``: what ``impl`` runs on the current device."""
+    check_impl(impl)
+    if impl != "auto":
+        return impl
+    return CUDA_AUTO_IMPL if jt.flags.use_cuda else "kernel"
 
 
 def _check_float(name: str, x: jt.Var) -> None:
@@ -91,7 +111,7 @@ def _weight(p: jt.Var, q: jt.Var) -> jt.Var:
     B, _, H, W = p.shape
     return kernel((B, H + W - 1, H, W), p.dtype, [p, q],
                   cpu=(_CPU, f"cca_cpu::weight<in0_type>(in0_p, in1_p, out0_p, {_SIZES})"),
-                  cuda=(_CUDA, f"cca_cuda::cca_weight_cuda<in0_type>(in0_p, in1_p, out0_p, {_SIZES})"))
+                  cuda=(_CUDA, _cuda_call(f"weight<in0_type>(in0_p, in1_p, out0_p, {_SIZES})", "weight")))
 
 
 def _map(a: jt.Var, v: jt.Var, transposed: bool) -> jt.Var:
@@ -99,7 +119,7 @@ def _map(a: jt.Var, v: jt.Var, transposed: bool) -> jt.Var:
     flag = "true" if transposed else "false"
     return kernel(v.shape, v.dtype, [a, v],
                   cpu=(_CPU, f"cca_cpu::map<in0_type, {flag}>(in0_p, in1_p, out0_p, {_SIZES})"),
-                  cuda=(_CUDA, f"cca_cuda::cca_map_cuda<in0_type, {flag}>(in0_p, in1_p, out0_p, {_SIZES})"))
+                  cuda=(_CUDA, _cuda_call(f"map<in0_type, {flag}>(in0_p, in1_p, out0_p, {_SIZES})", "map")))
 
 
 class _CAWeight(ReleasingFunction):
@@ -208,9 +228,9 @@ def _criss_cross_attention_reference(query: jt.Var, key: jt.Var, value: jt.Var) 
 
 # -- public API ---------------------------------------------------------------
 
-def ca_weight(query: jt.Var, key: jt.Var, impl: str = "kernel") -> jt.Var:
+def ca_weight(query: jt.Var, key: jt.Var, impl: str = "auto") -> jt.Var:
     """Criss-cross energies [B, H+W-1, H, W] of query and key [B, C, H, W] (official layout)."""
-    check_impl(impl)
+    impl = resolve_impl(impl)
     _check_weight_inputs(query, key)
     if impl == "reference":
         return _ca_weight_reference(query, key)
@@ -218,9 +238,9 @@ def ca_weight(query: jt.Var, key: jt.Var, impl: str = "kernel") -> jt.Var:
     return _CAWeight.apply(query, key)
 
 
-def ca_map(attention: jt.Var, value: jt.Var, impl: str = "kernel") -> jt.Var:
+def ca_map(attention: jt.Var, value: jt.Var, impl: str = "auto") -> jt.Var:
     """Aggregate value [B, C, H, W] with attention [B, H+W-1, H, W] (official layout)."""
-    check_impl(impl)
+    impl = resolve_impl(impl)
     _check_map_inputs(attention, value)
     if impl == "reference":
         return _ca_map_reference(attention, value)
@@ -228,9 +248,9 @@ def ca_map(attention: jt.Var, value: jt.Var, impl: str = "kernel") -> jt.Var:
     return _CAMap.apply(attention, value)
 
 
-def criss_cross_attention(query: jt.Var, key: jt.Var, value: jt.Var, impl: str = "kernel") -> jt.Var:
+def criss_cross_attention(query: jt.Var, key: jt.Var, value: jt.Var, impl: str = "auto") -> jt.Var:
     """softmax over the H+W-1 criss-cross positions, then the weighted sum of value."""
-    check_impl(impl)
+    impl = resolve_impl(impl)
     _check_weight_inputs(query, key)
     if value.ndim != 4 or value.shape[0] != query.shape[0] or value.shape[2:] != query.shape[2:]:
         raise ValueError(f"value must be [B, C, H, W] with the batch size and spatial size of query "

@@ -1,20 +1,42 @@
 // Criss-cross attention: CUDA kernels (C++14; plain pointers and sizes).
 //
-// The same source is compiled three ways: by Jittor (jt.code cuda_header, then
-// cca_*_cuda launchers called from cuda_src), by nvcc as a compile check, and
-// by CuPy/NVRTC (the __global__ kernels only; the host launchers are skipped
-// under __CUDACC_RTC__). Layout and the two primitives are those of
-// models/cca_cpu.h:
-//   weight(P, Q) -> E [B, H+W-1, H, W]
+// Layout and functions are those of cca_cpu.h, with L = H + W - 1 and s(j, y) = W + j - (j > y):
+//   weight(P, Q) -> E [B, L, H, W]
 //       E[i, y, x]      = sum_c P[c, y, x] * Q[c, y, i]
-//       E[s(j,y), y, x] = sum_c P[c, y, x] * Q[c, j, x],  s(j, y) = W + j - (j > y)
+//       E[s(j,y), y, x] = sum_c P[c, y, x] * Q[c, j, x]                            (j != y)
 //   map<TRANSPOSED>(A, V) -> O [B, C, H, W]
-//       O[c, y, x] = sum_i V[c, y, i] * A[i, y, x] + sum_{j!=y} V[c, j, x] * A[s(j,y), y, x]      (false)
-//       O[c, y, x] = sum_i V[c, y, i] * A[x, y, i] + sum_{j!=y} V[c, j, x] * A[s(y,j), j, x]      (true)
-// One thread per output element, x fastest so that warps read contiguous
-// memory; float32 accumulation for float and half, float64 for double.
+//       O[c, y, x] = sum_i V[c, y, i] * A[i, y, x] + sum_{j!=y} V[c, j, x] * A[s(j,y), y, x]   (false)
+//       O[c, y, x] = sum_i V[c, y, i] * A[x, y, i] + sum_{j!=y} V[c, j, x] * A[s(y,j), j, x]   (true)
+//
+// Each function is two families of small matrix products, and each family has its own kernel:
+// * the row family, one product per (image, row y): for weight W x W over K = C channels, for map
+//   C x W over K = W. row_kernel is a tiled GEMM: a block of 64 threads computes a 32 x 32 output
+//   tile, each thread 4 x 4 outputs in registers, over K in chunks of 16 staged in shared memory.
+//   An operand whose contiguous axis is K (V, and A in the transposed map) is read along K and
+//   stored transposed in shared memory, so every global read is coalesced; the transposed map is
+//   an index swap here, never a strided read.
+// * the column family, one product per (image, column x): for weight H x H over K = C, for map
+//   C x H over K = H. x is the contiguous axis of every operand, so col_kernel gives a block 32
+//   adjacent columns, one per lane, and a 16 x 16 tile of the product: each of its 8 warps holds
+//   4 x 8 outputs per lane in registers, over K in chunks of 8 (float) or 4 (double) staged in
+//   shared memory (32 KB). The self position (j == y) is skipped by the slot formula.
+// map runs the row kernel (which writes O) and then the column kernel (which adds to O).
+//
+// Accumulation in float for float and half (half is converted on load and rounded once per
+// kernel on store), in double for double. Indices inside a tile are 32-bit; image offsets and
+// strides are 64-bit, so tensors above 2^31 elements are addressed correctly. Blocks are numbered
+// along grid.x only (up to 2^31 - 1 blocks; y and z stay 1). Each launcher returns the first CUDA
+// error (cudaGetLastError after every launch), cudaSuccess otherwise.
+//
+// The source is C++14 and compiles three ways: by Jittor (jt.code, models/ops/cca.py), by nvcc for
+// the tests' compile check and the GPU benchmark (cca_cuda_abi.cu), and by g++ with the tests'
+// CPU emulation of CUDA (tests/cuda_emu.h), which defines CCA_LAUNCH.
 #pragma once
 #include <cuda_fp16.h>
+
+#ifndef CCA_LAUNCH
+#define CCA_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
+#endif
 
 namespace cca_cuda {
 
@@ -28,82 +50,222 @@ template <typename T> __device__ __forceinline__ T from_acc(float v) { return (T
 template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half(v); }
 template <typename T> __device__ __forceinline__ T from_acc(double v) { return (T)v; }
 
-__device__ __forceinline__ int col_slot(int j, int y, int W) { return W + j - (j > y); }
+// -- row family ---------------------------------------------------------------------------
 
-template <typename T>
-__global__ void cca_weight_kernel(const T* __restrict__ P, const T* __restrict__ Q, T* __restrict__ E,
-                                  int B, int C, int H, int W) {
-  typedef typename Acc<T>::type acc_t;
-  const long long HW = (long long)H * W, L = H + W - 1;
-  const long long total = B * L * HW;
-  for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
-       idx += (long long)gridDim.x * blockDim.x) {
-    const int x = (int)(idx % W);
-    const int y = (int)((idx / W) % H);
-    const int z = (int)((idx / HW) % L);
-    const long long b = idx / (L * HW);
-    const T* p = P + b * C * HW + y * W + x;
-    const T* q;
-    if (z < W) {
-      q = Q + b * C * HW + y * W + z;
-    } else {
-      const int i = z - W;
-      const int j = i < y ? i : i + 1;
-      q = Q + b * C * HW + j * W + x;
-    }
-    acc_t s = 0;
-    for (int c = 0; c < C; ++c) s += to_acc(p[c * HW]) * to_acc(q[c * HW]);
-    E[idx] = from_acc<T>(s);
+constexpr int ROW_TILE = 32;                            // output tile, both axes
+constexpr int ROW_REG = 4;                              // outputs per thread, both axes
+constexpr int ROW_SPAN = ROW_TILE / ROW_REG;            // threads per axis
+constexpr int ROW_THREADS = ROW_SPAN * ROW_SPAN;        // 64
+constexpr int ROW_K = 16;                               // K per shared-memory chunk
+
+// Out[m, n] (+)= sum_k A(m, k) * B(k, n) for every (image b, row y); all three start at
+// b * *_img + y * W, and the element (i, j) of each is at i * stride_i + j * stride_j.
+struct RowProduct {
+  int M, N, K, H, W;
+  long long a_img, a_m, a_k;
+  long long b_img, b_k, b_n;
+  long long o_img, o_m, o_n;
+};
+
+// tile[k][i] = src(i0 + i, k0 + k), zero outside I x K. Lanes run along whichever axis is
+// contiguous in memory; the +1 padding keeps the transposed stores free of bank conflicts.
+template <typename T, typename acc_t>
+__device__ __forceinline__ void load_row_tile(acc_t (*tile)[ROW_TILE + 1], const T* __restrict__ src,
+                                              long long s_i, long long s_k, int i0, int k0, int I, int K) {
+  const bool along_k = s_k == 1 && s_i != 1;
+  for (int e = threadIdx.x; e < ROW_K * ROW_TILE; e += ROW_THREADS) {
+    const int i = along_k ? e / ROW_K : e % ROW_TILE;
+    const int k = along_k ? e % ROW_K : e / ROW_TILE;
+    const int gi = i0 + i, gk = k0 + k;
+    tile[k][i] = (gi < I && gk < K) ? to_acc(src[gi * s_i + gk * s_k]) : (acc_t)0;
   }
 }
 
-template <typename T, bool TRANSPOSED>
-__global__ void cca_map_kernel(const T* __restrict__ A, const T* __restrict__ V, T* __restrict__ O,
-                               int B, int C, int H, int W) {
+template <typename T, bool ACCUMULATE>
+__global__ void __launch_bounds__(ROW_THREADS)
+row_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Out, RowProduct p) {
   typedef typename Acc<T>::type acc_t;
-  const long long HW = (long long)H * W, L = H + W - 1;
-  const long long total = B * C * HW;
-  for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
-       idx += (long long)gridDim.x * blockDim.x) {
-    const int x = (int)(idx % W);
-    const int y = (int)((idx / W) % H);
-    const long long bc = idx / HW;
-    const long long b = bc / C;
-    const T* a = A + b * L * HW;
-    const T* v = V + bc * HW;
-    acc_t s = 0;
-    for (int i = 0; i < W; ++i) {
-      const T w = TRANSPOSED ? a[x * HW + y * W + i] : a[i * HW + y * W + x];
-      s += to_acc(v[y * W + i]) * to_acc(w);
+  __shared__ acc_t As[ROW_K][ROW_TILE + 1];
+  __shared__ acc_t Bs[ROW_K][ROW_TILE + 1];
+  const int n_tiles = (p.N + ROW_TILE - 1) / ROW_TILE, m_tiles = (p.M + ROW_TILE - 1) / ROW_TILE;
+  int t = blockIdx.x;
+  const int n0 = (t % n_tiles) * ROW_TILE;
+  t /= n_tiles;
+  const int m0 = (t % m_tiles) * ROW_TILE;
+  t /= m_tiles;
+  const int y = t % p.H, b = t / p.H;
+  const long long row = (long long)y * p.W;
+  const T* a = A + b * p.a_img + row;
+  const T* bm = Bm + b * p.b_img + row;
+  T* o = Out + b * p.o_img + row;
+  const int tm = threadIdx.x / ROW_SPAN, tn = threadIdx.x % ROW_SPAN;
+
+  acc_t acc[ROW_REG][ROW_REG];
+  for (int r = 0; r < ROW_REG; ++r)
+    for (int s = 0; s < ROW_REG; ++s) acc[r][s] = 0;
+  for (int k0 = 0; k0 < p.K; k0 += ROW_K) {
+    load_row_tile(As, a, p.a_m, p.a_k, m0, k0, p.M, p.K);
+    load_row_tile(Bs, bm, p.b_n, p.b_k, n0, k0, p.N, p.K);
+    __syncthreads();
+#pragma unroll 4
+    for (int k = 0; k < ROW_K; ++k) {
+      acc_t av[ROW_REG], bv[ROW_REG];
+      for (int r = 0; r < ROW_REG; ++r) av[r] = As[k][tm + ROW_SPAN * r];
+      for (int s = 0; s < ROW_REG; ++s) bv[s] = Bs[k][tn + ROW_SPAN * s];
+      for (int r = 0; r < ROW_REG; ++r)
+        for (int s = 0; s < ROW_REG; ++s) acc[r][s] += av[r] * bv[s];
     }
-    for (int j = 0; j < H; ++j) {
-      if (j == y) continue;
-      const T w = TRANSPOSED ? a[col_slot(y, j, W) * HW + j * W + x] : a[col_slot(j, y, W) * HW + y * W + x];
-      s += to_acc(v[j * W + x]) * to_acc(w);
+    __syncthreads();
+  }
+  for (int r = 0; r < ROW_REG; ++r) {
+    const int m = m0 + tm + ROW_SPAN * r;
+    for (int s = 0; s < ROW_REG; ++s) {
+      const int n = n0 + tn + ROW_SPAN * s;
+      if (m < p.M && n < p.N) {
+        T& out = o[m * p.o_m + n * p.o_n];
+        out = from_acc<T>(ACCUMULATE ? to_acc(out) + acc[r][s] : acc[r][s]);
+      }
     }
-    O[idx] = from_acc<T>(s);
   }
 }
 
-#ifndef __CUDACC_RTC__
-inline int cca_grid(long long total, int threads) {
-  long long blocks = (total + threads - 1) / threads;
-  return (int)(blocks < 65535LL * 32 ? blocks : 65535LL * 32);
+// -- column family ------------------------------------------------------------------------
+
+constexpr int COL_LANES = 32;                           // adjacent columns x per block
+constexpr int COL_WARPS = 8;
+constexpr int COL_THREADS = COL_LANES * COL_WARPS;     // 256
+constexpr int COL_TILE = 16;                            // product tile, both axes
+constexpr int COL_RM = 4, COL_RN = 8;                   // outputs per lane: 4 (m) x 8 (n)
+constexpr int COL_MSPAN = COL_TILE / COL_RM;           // warps along m (4); along n: COL_TILE / COL_RN = 2
+template <typename acc_t> struct ColK { static constexpr int value = 32 / (int)sizeof(acc_t); };  // 8 or 4
+
+enum ColMode { COL_WEIGHT, COL_MAP, COL_MAP_T };
+
+// For every (image b, column x):
+//   COL_WEIGHT: Out = E, A(m=j, k=c) = Q[c, j, x], B(k=c, n=y) = P[c, y, x], E[s(j,y), y, x] = (AB)[j, y], j != y
+//   COL_MAP:    Out = O, A(m=c, k=j) = V[c, j, x], B(k=j, n=y) = A_att[s(j,y), y, x] (0 at j == y), O += AB
+//   COL_MAP_T:  as COL_MAP with B(k=j, n=y) = A_att[s(y,j), j, x]
+struct ColProduct {
+  int M, N, K, H, W;
+  long long a_img, a_m, a_k;  // the A operand: image stride and element strides (x is contiguous)
+  long long b_img, o_img;
+};
+
+template <int MODE>
+__device__ __forceinline__ long long col_b_offset(int k, int n, int W, long long HW) {
+  // COL_WEIGHT: B(c, y) = P[c, y, x]. COL_MAP(_T): the slot of position j = k for pixel y = n; -1 at j == y.
+  if (MODE == COL_WEIGHT) return k * HW + (long long)n * W;
+  if (k == n) return -1;
+  if (MODE == COL_MAP) return (W + k - (k > n)) * HW + (long long)n * W;
+  return (W + n - (n > k)) * HW + (long long)k * W;
 }
 
+template <typename T, int MODE>
+__global__ void __launch_bounds__(COL_THREADS)
+col_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Out, ColProduct p) {
+  typedef typename Acc<T>::type acc_t;
+  constexpr int KC = ColK<acc_t>::value;
+  __shared__ acc_t As[KC][COL_TILE][COL_LANES];
+  __shared__ acc_t Bs[KC][COL_TILE][COL_LANES];
+  const int x_tiles = (p.W + COL_LANES - 1) / COL_LANES;
+  const int n_tiles = (p.N + COL_TILE - 1) / COL_TILE, m_tiles = (p.M + COL_TILE - 1) / COL_TILE;
+  int t = blockIdx.x;
+  const int x0 = (t % x_tiles) * COL_LANES;
+  t /= x_tiles;
+  const int n0 = (t % n_tiles) * COL_TILE;
+  t /= n_tiles;
+  const int m0 = (t % m_tiles) * COL_TILE;
+  const int b = t / m_tiles;
+  const long long HW = (long long)p.H * p.W;
+  const T* a = A + b * p.a_img + x0;
+  const T* bm = Bm + b * p.b_img + x0;
+  const int lane = threadIdx.x, warp = threadIdx.y, tid = warp * COL_LANES + lane;
+  const int wm = warp % COL_MSPAN, wn = warp / COL_MSPAN;
+  const bool x_in = x0 + lane < p.W;
+
+  acc_t acc[COL_RM][COL_RN];
+  for (int r = 0; r < COL_RM; ++r)
+    for (int s = 0; s < COL_RN; ++s) acc[r][s] = 0;
+  for (int k0 = 0; k0 < p.K; k0 += KC) {
+    for (int e = tid; e < KC * COL_TILE * COL_LANES; e += COL_THREADS) {
+      const int l = e % COL_LANES, i = (e / COL_LANES) % COL_TILE, k = e / (COL_LANES * COL_TILE);
+      const int gk = k0 + k, gm = m0 + i, gn = n0 + i;
+      const bool in = x0 + l < p.W && gk < p.K;
+      As[k][i][l] = (in && gm < p.M) ? to_acc(a[gm * p.a_m + gk * p.a_k + l]) : (acc_t)0;
+      const long long off = (in && gn < p.N) ? col_b_offset<MODE>(gk, gn, p.W, HW) : -1;
+      Bs[k][i][l] = off >= 0 ? to_acc(bm[off + l]) : (acc_t)0;
+    }
+    __syncthreads();
+#pragma unroll 2
+    for (int k = 0; k < KC; ++k) {
+      acc_t av[COL_RM], bv[COL_RN];
+      for (int r = 0; r < COL_RM; ++r) av[r] = As[k][wm + COL_MSPAN * r][lane];
+      for (int s = 0; s < COL_RN; ++s) bv[s] = Bs[k][wn + 2 * s][lane];
+      for (int r = 0; r < COL_RM; ++r)
+        for (int s = 0; s < COL_RN; ++s) acc[r][s] += av[r] * bv[s];
+    }
+    __syncthreads();
+  }
+  if (!x_in) return;
+  T* o = Out + b * p.o_img + x0 + lane;
+  for (int r = 0; r < COL_RM; ++r) {
+    const int m = m0 + wm + COL_MSPAN * r;
+    for (int s = 0; s < COL_RN; ++s) {
+      const int n = n0 + wn + 2 * s;
+      if (m >= p.M || n >= p.N) continue;
+      if (MODE == COL_WEIGHT) {
+        if (m != n) o[(p.W + m - (m > n)) * HW + (long long)n * p.W] = from_acc<T>(acc[r][s]);
+      } else {
+        T& out = o[m * HW + (long long)n * p.W];
+        out = from_acc<T>(to_acc(out) + acc[r][s]);
+      }
+    }
+  }
+}
+
+// -- launchers ----------------------------------------------------------------------------
+
+inline long long cdiv(long long a, long long b) { return (a + b - 1) / b; }
+
+template <typename T, bool ACCUMULATE>
+cudaError_t launch_rows(const T* A, const T* Bm, T* Out, int B, const RowProduct& p, cudaStream_t stream) {
+  const long long blocks = (long long)B * p.H * cdiv(p.M, ROW_TILE) * cdiv(p.N, ROW_TILE);
+  if (blocks == 0) return cudaSuccess;
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  CCA_LAUNCH(dim3((unsigned)blocks), dim3(ROW_THREADS), stream, row_kernel<T, ACCUMULATE>)(A, Bm, Out, p);
+  return cudaGetLastError();
+}
+
+template <typename T, int MODE>
+cudaError_t launch_cols(const T* A, const T* Bm, T* Out, int B, const ColProduct& p, cudaStream_t stream) {
+  const long long blocks = (long long)B * cdiv(p.W, COL_LANES) * cdiv(p.M, COL_TILE) * cdiv(p.N, COL_TILE);
+  if (blocks == 0) return cudaSuccess;
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  CCA_LAUNCH(dim3((unsigned)blocks), dim3(COL_LANES, COL_WARPS), stream, col_kernel<T, MODE>)(A, Bm, Out, p);
+  return cudaGetLastError();
+}
+
+// E = weight(P, Q): P, Q [B, C, H, W], E [B, H+W-1, H, W].
 template <typename T>
-void cca_weight_cuda(const T* P, const T* Q, T* E, int B, int C, int H, int W, cudaStream_t stream = 0) {
-  const long long total = (long long)B * (H + W - 1) * H * W;
-  if (total == 0) return;
-  cca_weight_kernel<T><<<cca_grid(total, 256), 256, 0, stream>>>(P, Q, E, B, C, H, W);
+cudaError_t weight(const T* P, const T* Q, T* E, int B, int C, int H, int W, cudaStream_t stream = 0) {
+  const long long HW = (long long)H * W, L = H + W - 1;
+  const RowProduct rows = {W, W, C, H, W, C * HW, 1, HW, C * HW, HW, 1, L * HW, HW, 1};
+  cudaError_t err = launch_rows<T, false>(Q, P, E, B, rows, stream);
+  if (err != cudaSuccess || H == 1) return err;
+  const ColProduct cols = {H, H, C, H, W, C * HW, W, HW, C * HW, L * HW};
+  return launch_cols<T, COL_WEIGHT>(Q, P, E, B, cols, stream);
 }
 
+// O = map<TRANSPOSED>(A, V): A [B, H+W-1, H, W], V and O [B, C, H, W].
 template <typename T, bool TRANSPOSED>
-void cca_map_cuda(const T* A, const T* V, T* O, int B, int C, int H, int W, cudaStream_t stream = 0) {
-  const long long total = (long long)B * C * H * W;
-  if (total == 0) return;
-  cca_map_kernel<T, TRANSPOSED><<<cca_grid(total, 256), 256, 0, stream>>>(A, V, O, B, C, H, W);
+cudaError_t map(const T* A, const T* V, T* O, int B, int C, int H, int W, cudaStream_t stream = 0) {
+  const long long HW = (long long)H * W, L = H + W - 1;
+  const RowProduct rows = {C, W, W, H, W, C * HW, HW, 1, L * HW, TRANSPOSED ? 1 : HW, TRANSPOSED ? HW : 1,
+                           C * HW, HW, 1};
+  cudaError_t err = launch_rows<T, false>(V, A, O, B, rows, stream);
+  if (err != cudaSuccess || H == 1) return err;
+  const ColProduct cols = {C, H, H, H, W, C * HW, HW, W, L * HW, C * HW};
+  return launch_cols<T, TRANSPOSED ? COL_MAP_T : COL_MAP>(V, A, O, B, cols, stream);
 }
-#endif
 
 }  // namespace cca_cuda
