@@ -23,7 +23,7 @@ from utils.fileio import OutputError, check_output_file, write_json  # noqa: E40
 
 __all__ = ["ROOT", "NUM_CLASSES", "rss_kb", "jittor_peak_bytes", "use_device", "measure_model", "rel_error", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm",
            "torch_einsum", "fma_peak_gflops", "combine_rounds", "median_ratio", "time_runs", "CCA_CUDA_ABI",
-           "CCA_DTYPES", "load_cca_cuda_abi"]
+           "CCA_DTYPES", "load_cca_cuda_abi", "cca_products", "GPU_PEAKS", "gpu_peaks"]
 
 
 def rss_kb(field: str, pid="self") -> int:
@@ -311,6 +311,44 @@ def load_cca_cuda_abi(library: str):
     lib.cca_cuda_map.argtypes = [i32, i32, ptr, ptr, ptr, i32, i32, i32, i32, ptr]
     lib.cca_cuda_weight.restype = lib.cca_cuda_map.restype = i32
     return lib
+
+
+def cca_products(B: int, Cq: int, C: int, H: int, W: int) -> dict[str, dict]:
+    """FLOPs and the least elements moved (every input read once, the output written once) of each
+    kernel launch of criss-cross attention: the forward's two products and the backward's four.
+
+    Query and key have ``Cq`` channels, value ``C``. Each product multiplies and adds over the
+    H + W - 1 positions of every pixel, as ``models.complexity.cca_flops`` counts them.
+    """
+    HW, L = H * W, H + W - 1
+    qk, v, e = B * Cq * HW, B * C * HW, B * L * HW  # elements of query/key, value, energies
+    small, large = 2 * B * HW * L * Cq, 2 * B * HW * L * C
+    return {"weight": {"flops": small, "elements": 2 * qk + e},      # E = weight(Q, K)
+            "map": {"flops": large, "elements": e + 2 * v},          # O = map(A, V)
+            "weight dq": {"flops": small, "elements": e + 2 * qk},   # dQ = map(dE, K)
+            "weight dk": {"flops": small, "elements": e + 2 * qk},   # dK = map^T(dE, Q)
+            "map da": {"flops": large, "elements": 2 * v + e},       # dA = weight(dO, V)
+            "map dv": {"flops": large, "elements": e + 2 * v}}       # dV = map^T(A, dO)
+
+
+#: NVIDIA datasheet peaks: memory bandwidth (GB/s) and float32 FMA throughput without tensor cores
+#: (TFLOP/s), keyed by a pattern of torch.cuda.get_device_name. The op's kernels compute in float32
+#: for float16 data too, so float32 is their compute peak in both.
+GPU_PEAKS = {
+    r"V100.*SXM2": {"gb_s": 900, "fp32_tflop_s": 15.7},
+    r"V100.*PCIE": {"gb_s": 900, "fp32_tflop_s": 14.0},
+    r"A100.*80GB": {"gb_s": 2039, "fp32_tflop_s": 19.5},
+    r"A100": {"gb_s": 1555, "fp32_tflop_s": 19.5},
+    r"H100.*PCIe": {"gb_s": 2000, "fp32_tflop_s": 51.2},
+    r"H100": {"gb_s": 3350, "fp32_tflop_s": 66.9},  # SXM5 (HBM3)
+    r"H200": {"gb_s": 4800, "fp32_tflop_s": 66.9},
+}
+
+
+def gpu_peaks(name: str) -> dict | None:
+    """The :data:`GPU_PEAKS` entry of a device name (first matching pattern), or None."""
+    import re
+    return next((dict(v, pattern=k) for k, v in GPU_PEAKS.items() if re.search(k, name, re.IGNORECASE)), None)
 
 
 # -- the PyTorch formulations of criss-cross attention, written from their formulas --

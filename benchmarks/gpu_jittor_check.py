@@ -15,6 +15,10 @@ Three commands (``benchmarks/gpu_run.sh`` runs all three):
        W = 1, a 769 crop's [2, 512, 97, 97]), in float32 and float16 (float16 on CUDA
        against float32 on the CPU, on the same rounded inputs). The error is
        max |cuda - cpu| / max |cpu|.
+    3. When all pass: ``criss_cross_attention`` with ``impl="kernel"`` against
+       ``impl="reference"`` on CUDA, forward and forward+backward, at [2, 512, 97, 97]
+       and [1, 512, 129, 257], and which is faster: what ``impl="auto"`` should run
+       on CUDA (``models.ops.cca.CUDA_AUTO_IMPL``).
     Exit status 0 when every check passes, 1 otherwise.
 
 ``eval``
@@ -55,6 +59,7 @@ from bench_common import rel_error  # noqa: E402  (the benchmarks' one compariso
 
 #: value shapes [B, C, H, W]; query / key have max(C // 8, 1) channels
 OP_SHAPES = [(2, 24, 13, 29), (1, 16, 1, 33), (1, 16, 31, 1), (2, 512, 97, 97)]
+TIME_SHAPES = [(2, 512, 97, 97), (1, 512, 129, 257)]  # a 769 crop and a whole Cityscapes image at 1/8
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 BACKEND_TOLERANCE = {"matmul": 1e-4, "softmax": 1e-5, "conv2d": 1e-4, "depthwise_conv_grad": 1e-4}
 
@@ -170,13 +175,13 @@ def op_checks(jt, shapes=OP_SHAPES, dtypes=("float32", "float16")) -> list[dict]
                 def fn():
                     x = {n: jt.array(val).cast(dt) for n, val in data.items()}
                     if which == "ca_weight":
-                        out = ca_weight(x["q"], x["k"])
+                        out = ca_weight(x["q"], x["k"], impl="kernel")
                         inputs, grad_out = [x["q"], x["k"]], x["ge"]
                     elif which == "ca_map":
-                        out = ca_map(x["a"], x["v"])
+                        out = ca_map(x["a"], x["v"], impl="kernel")
                         inputs, grad_out = [x["a"], x["v"]], x["go"]
                     else:
-                        out = criss_cross_attention(x["q"], x["k"], x["v"])
+                        out = criss_cross_attention(x["q"], x["k"], x["v"], impl="kernel")
                         inputs, grad_out = [x["q"], x["k"], x["v"]], x["go"]
                     grads = jt.grad((out.cast("float32") * grad_out.cast("float32")).sum(), inputs)
                     return [out.cast("float32")] + [g.cast("float32") for g in grads]
@@ -200,6 +205,48 @@ def op_checks(jt, shapes=OP_SHAPES, dtypes=("float32", "float16")) -> list[dict]
                 rows.append(row)
                 print(f"  {which:22s} {str(list(shape)):18s} {dtype:8s} "
                       f"{row.get('max_rel_error', float('nan')):10.2e} {'ok' if row['ok'] else 'FAILED'}", flush=True)
+    return rows
+
+
+def impl_timings(jt, shapes=TIME_SHAPES, dtypes=("float32", "float16"), warmup=5, repeat=20,
+                 cuda: bool = True) -> list[dict]:
+    """criss_cross_attention on CUDA, impl="kernel" against impl="reference": forward and forward+backward
+    (median ms of ``repeat`` after ``warmup``, each run synchronised), and which one impl="auto" should run."""
+    import numpy as np
+    from models.ops.cca import criss_cross_attention
+    rows = []
+    for shape in shapes:
+        B, C, H, W = shape
+        rng = np.random.default_rng(0)
+        data = [rng.standard_normal((B, c, H, W)).astype(np.float32) for c in (C // 8, C // 8, C)]
+        for dtype in dtypes:
+            row = {"shape": list(shape), "dtype": dtype}
+            with jt.flag_scope(use_cuda=1 if cuda else 0):
+                q, k, v = (jt.array(x).cast(dtype) for x in data)
+                jt.sync([q, k, v])
+                for impl in ("kernel", "reference"):
+                    for mode in ("fwd", "fwd+bwd"):
+                        def step(impl=impl, mode=mode):
+                            out = criss_cross_attention(q, k, v, impl=impl)
+                            grads = jt.grad(out.cast("float32").sum(), [q, k, v]) if mode == "fwd+bwd" else []
+                            jt.sync([out] + list(grads))
+                        try:
+                            times = []
+                            for i in range(warmup + repeat):
+                                jt.sync_all(True)
+                                t0 = time.perf_counter()
+                                step()
+                                jt.sync_all(True)
+                                if i >= warmup:
+                                    times.append(time.perf_counter() - t0)
+                            row[f"{impl} {mode} ms"] = 1e3 * statistics.median(times)
+                        except Exception as err:  # noqa: BLE001
+                            row[f"{impl} {mode} error"] = f"{type(err).__name__}: {err}"[:1000]
+            if "kernel fwd+bwd ms" in row and "reference fwd+bwd ms" in row:
+                row["faster"] = "kernel" if row["kernel fwd+bwd ms"] < row["reference fwd+bwd ms"] else "reference"
+            rows.append(row)
+            print(f"  {str(list(shape)):18s} {dtype:8s} kernel f+b {row.get('kernel fwd+bwd ms', float('nan')):8.2f} ms, "
+                  f"reference f+b {row.get('reference fwd+bwd ms', float('nan')):8.2f} ms", flush=True)
     return rows
 
 
@@ -237,9 +284,16 @@ def cmd_op(args) -> int:
     shapes = [tuple(s) for s in args.shapes] if args.shapes else OP_SHAPES
     ops = op_checks(jt, shapes=shapes, dtypes=tuple(args.dtypes))
     ok = all(r["ok"] for r in backend + ops)
+    timings = impl_timings(jt, dtypes=tuple(args.dtypes)) if ok else []
+    faster = {r.get("faster") for r in timings}
+    from models.ops.cca import CUDA_AUTO_IMPL
+    auto = {"now": CUDA_AUTO_IMPL, "measured": faster.pop() if len(faster) == 1 else None}
+    if timings:
+        print(f"impl='auto' on CUDA runs {auto['now']!r}; measured faster here: "
+              f"{auto['measured'] or 'not one impl at every shape and dtype'}")
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "import_s": import_s, "jittor": info, "tolerance": TOLERANCE, "backend_tolerance": BACKEND_TOLERANCE,
-              "backend": backend, "ops": ops, "ok": ok,
+              "backend": backend, "ops": ops, "ok": ok, "impl_timings": timings, "auto_impl": auto,
               "what": "each output and gradient on CUDA against the same on the CPU (float16: CUDA half against "
                       "CPU float32 on the same rounded inputs); error = max|cuda-cpu| / max|cpu|"}
     if args.json:
@@ -403,7 +457,9 @@ def _summary(step: dict) -> str:
             return f"{ok}/{len(r['checks'])} checks ok{ms}"
         if name == "jittor-op":
             rows = r.get("backend", []) + r.get("ops", [])
-            return f"{sum(x['ok'] for x in rows)}/{len(rows)} checks ok; import {r.get('import_s', 0):.0f} s"
+            auto = r.get("auto_impl") or {}
+            faster = f"; faster on CUDA: {auto['measured']}" if auto.get("measured") else ""
+            return f"{sum(x['ok'] for x in rows)}/{len(rows)} checks ok; import {r.get('import_s', 0):.0f} s{faster}"
         if name.startswith("bench-"):
             row = r["results"][0]
             mode = "train" if name == "bench-train" else "infer"

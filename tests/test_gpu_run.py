@@ -228,3 +228,14 @@ def test_eval_command_times_whole_and_sliding_window(tmp_path):
     assert record["crop"] == [64, 64] and record["stride"] == [48, 48]
     for mode in ("whole", "slide"):
         assert record["modes"][mode]["ms"] > 0 and record["modes"][mode]["peak_jittor_mb"] > 0
+
+
+def test_impl_timings_time_both_impls_and_name_the_faster(jt):
+    """On the CPU (cuda=False): both impls, forward and forward+backward, one row per shape and dtype."""
+    rows = gjc.impl_timings(jt, shapes=[(1, 16, 5, 7)], dtypes=("float32",), warmup=1, repeat=2, cuda=False)
+    assert len(rows) == 1
+    row = rows[0]
+    for impl in ("kernel", "reference"):
+        for mode in ("fwd", "fwd+bwd"):
+            assert row[f"{impl} {mode} ms"] > 0, row
+    assert row["faster"] == min(("kernel", "reference"), key=lambda i: row[f"{i} fwd+bwd ms"])
