@@ -62,3 +62,34 @@ def test_an_unwritable_json_is_refused_before_any_measuring(tmp_path, script):
         assert result.stderr.strip().splitlines()[-1].endswith(message), result.stderr[-2000:]
         assert result.stdout == ""  # nothing was measured or printed before the error
     assert blocker.read_text() == "kept"
+
+
+def test_measured_peak_bounds_the_op_and_uses_the_widest_native_vector(float64):
+    """The op's float32 kernel at a size that keeps it busy never beats the measured FMA peak of the
+    same process (it did when the peak used 16-lane vectors on an AVX2 machine); the peak's vector
+    is the widest the CPU has."""
+    import time
+
+    import numpy as np
+
+    import jittor as jt
+    from bench_common import fma_peak_gflops
+    from models.complexity import cca_flops
+    from models.ops.cca import ca_map
+
+    B, C, H, W = 1, 256, 64, 64
+    rng = np.random.default_rng(0)
+    a = jt.array(rng.random((B, H + W - 1, H, W), dtype=np.float32))
+    v = jt.array(rng.standard_normal((B, C, H, W)).astype(np.float32))
+    best = float("inf")
+    for _ in range(4):
+        jt.sync_all(True)
+        start = time.perf_counter()
+        ca_map(a, v, impl="kernel").sync()
+        best = min(best, time.perf_counter() - start)
+    op_gflops = cca_flops(B, 1, C, H, W)["cca_map"] / best / 1e9
+    peak = fma_peak_gflops()
+    assert op_gflops < peak["gflops"], (op_gflops, peak)
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    assert peak["lanes"] == (16 if "avx512f" in flags else 8 if "avx" in flags else 4)
