@@ -111,12 +111,14 @@ class _Launches:
 
 
 def find_nvcc() -> str | None:
-    for place in [shutil.which("nvcc")] + [os.path.join(os.environ[v], "bin", "nvcc")
-                                           for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)] + \
-            ["/usr/local/cuda/bin/nvcc"]:
-        if place and os.path.exists(place):
-            return place
-    return None
+    """$JT_NVCC, nvcc on PATH, under $CUDA_HOME / $CUDA_PATH, /usr/local/cuda, or from the pip CUDA wheels."""
+    import site
+    places = [os.environ.get("JT_NVCC"), shutil.which("nvcc")]
+    places += [os.path.join(os.environ[v], "bin", "nvcc") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    places.append("/usr/local/cuda/bin/nvcc")
+    for packages in site.getsitepackages():
+        places += [os.path.join(packages, "nvidia", sub, "bin", "nvcc") for sub in ("cu13", "cuda_nvcc")]
+    return next((p for p in places if p and os.path.isfile(p) and os.access(p, os.X_OK)), None)
 
 
 def build_kernels(build_dir: str) -> str:

@@ -208,7 +208,7 @@ def op_checks(jt, shapes=OP_SHAPES, dtypes=("float32", "float16")) -> list[dict]
     return rows
 
 
-def impl_timings(jt, shapes=TIME_SHAPES, dtypes=("float32", "float16"), warmup=5, repeat=20,
+def impl_timings(jt, shapes=TIME_SHAPES, dtypes=("float32", "float16"), warmup=3, repeat=10,
                  cuda: bool = True) -> list[dict]:
     """criss_cross_attention on CUDA, impl="kernel" against impl="reference": forward and forward+backward
     (median ms of ``repeat`` after ``warmup``, each run synchronised), and which one impl="auto" should run."""

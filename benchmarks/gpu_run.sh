@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project on a GPU, in one script (well under 10 minutes on an H100/H200):
 #
-#   kernels       benchmarks/gpu_check.py with the machine's Python (PyTorch + CuPy): the
-#                 op's CUDA kernels against a float64 PyTorch reference, timed against
-#                 PyTorch's bmm and einsum formulations
+#   kernels       benchmarks/gpu_check.py with the machine's Python (PyTorch + CuPy + nvcc):
+#                 the op's CUDA kernels (and the earlier ones, for comparison) against a
+#                 float64 PyTorch reference, each product timed alone (GB/s, TFLOP/s, % of
+#                 the card's peaks), the attention timed against PyTorch's bmm and einsum
 #   jittor-setup  a venv (--system-site-packages, so the machine's PyTorch stays as it is)
 #                 with Jittor 1.3.11 from wheels/ (see scripts/fetch_gpu_wheels.sh), the
 #                 patches its nvcc and cuDNN need (scripts/jittor_cuda13.py: nvcc13 for
@@ -11,7 +12,8 @@
 #                 (scripts/jittor_cuda13_env.sh) -- no internet needed
 #   jittor-build  the first `import jittor` with CUDA: Jittor compiles its core and its
 #                 CUDA extern libraries (the longest step, once per machine)
-#   jittor-op     benchmarks/gpu_jittor_check.py op: the op inside Jittor, CUDA against CPU
+#   jittor-op     benchmarks/gpu_jittor_check.py op: the op inside Jittor, CUDA against CPU,
+#                 then impl="kernel" against impl="reference" timed (what impl="auto" should run)
 #   amp-numerics  benchmarks/gpu_amp_check.py: float16 and float32 weight gradients of a
 #                 64->64 3x3 convolution on [2, 64, 193, 193] against a float64 reference,
 #                 and the decision whether the fp32-accum patch is needed; then one R-101
@@ -58,7 +60,7 @@ STEPS=(kernels jittor-setup jittor-build jittor-op amp-numerics amp-fp32-accum b
        bench-infer eval-timing demo collect)
 JITTOR_STEPS=" jittor-build jittor-op amp-numerics amp-fp32-accum bench-train nccl-vs-mpi bench-amp bench-infer eval-timing demo "
 OFF_BY_DEFAULT=" amp-fp32-accum "  # run only when --only names them
-declare -A LIMIT=([kernels]=240 [jittor-setup]=120 [jittor-build]=480 [jittor-op]=300 [amp-numerics]=360
+declare -A LIMIT=([kernels]=240 [jittor-setup]=120 [jittor-build]=480 [jittor-op]=360 [amp-numerics]=360
                   [amp-fp32-accum]=520 [bench-train]=300 [nccl-vs-mpi]=300 [bench-amp]=300 [bench-infer]=240
                   [eval-timing]=240 [demo]=300 [collect]=60)
 

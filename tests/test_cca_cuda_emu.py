@@ -215,6 +215,12 @@ def test_emulated_kernels_match_the_oracle_forward_and_backward(emulated, shape,
     assert emulated.barriers() > before  # the blocks did synchronise
 
 
+def test_emulated_kernels_with_2048_channels(emulated):
+    """C = 2048 query/key channels (K of weight: 128 row chunks, 256 column chunks), 4097 value channels."""
+    emulated.set_order(False)
+    assert {n: e for n, e in errors(emulated, (1, 2048, 3, 2), "float32").items() if not e <= 1e-5} == {}
+
+
 @pytest.mark.parametrize("shape", [(2, 19, 13, 37), (1, 17, 18, 3), (1, 3, 7, 1)])
 def test_emulated_float16_matches_float32_within_tolerance(emulated, shape):
     args, want = case(shape, round_to=np.float16)  # inputs exactly representable in float16
