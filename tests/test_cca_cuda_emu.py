@@ -250,7 +250,7 @@ MUTATIONS = {  # name: (text in cca_cuda.cuh, replacement)
          "        for (int s = 0; s < COL_RN; ++s) acc[r][s] += av[r] * bv[s];\n    }"),
     "column kernel: K bound off by one": ("const bool in = x0 + l < p.W && gk < p.K;",
                                           "const bool in = x0 + l < p.W && gk <= p.K;"),
-    "row kernel: store bound off by one": ("if (m < p.M && n < p.N) {", "if (m <= p.M && n < p.N) {"),
+    "row kernel: store bound off by one": ("if (m < p.M && n < p.N) o[", "if (m <= p.M && n < p.N) o["),
     "column kernel: the self position counted": ("  if (k == n) return -1;\n", ""),
     "row kernel: the last K chunk skipped": ("for (int k0 = 0; k0 < p.K; k0 += ROW_K) {",
                                              "for (int k0 = 0; k0 + ROW_K < p.K; k0 += ROW_K) {"),

@@ -58,7 +58,7 @@ constexpr int ROW_SPAN = ROW_TILE / ROW_REG;            // threads per axis
 constexpr int ROW_THREADS = ROW_SPAN * ROW_SPAN;        // 64
 constexpr int ROW_K = 16;                               // K per shared-memory chunk
 
-// Out[m, n] (+)= sum_k A(m, k) * B(k, n) for every (image b, row y); all three start at
+// Out[m, n] = sum_k A(m, k) * B(k, n) for every (image b, row y); all three start at
 // b * *_img + y * W, and the element (i, j) of each is at i * stride_i + j * stride_j.
 struct RowProduct {
   int M, N, K, H, W;
@@ -81,7 +81,7 @@ __device__ __forceinline__ void load_row_tile(acc_t (*tile)[ROW_TILE + 1], const
   }
 }
 
-template <typename T, bool ACCUMULATE>
+template <typename T>
 __global__ void __launch_bounds__(ROW_THREADS)
 row_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Out, RowProduct p) {
   typedef typename Acc<T>::type acc_t;
@@ -121,10 +121,7 @@ row_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Ou
     const int m = m0 + tm + ROW_SPAN * r;
     for (int s = 0; s < ROW_REG; ++s) {
       const int n = n0 + tn + ROW_SPAN * s;
-      if (m < p.M && n < p.N) {
-        T& out = o[m * p.o_m + n * p.o_n];
-        out = from_acc<T>(ACCUMULATE ? to_acc(out) + acc[r][s] : acc[r][s]);
-      }
+      if (m < p.M && n < p.N) o[m * p.o_m + n * p.o_n] = from_acc<T>(acc[r][s]);
     }
   }
 }
@@ -227,12 +224,12 @@ col_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Ou
 
 inline long long cdiv(long long a, long long b) { return (a + b - 1) / b; }
 
-template <typename T, bool ACCUMULATE>
+template <typename T>
 cudaError_t launch_rows(const T* A, const T* Bm, T* Out, int B, const RowProduct& p, cudaStream_t stream) {
   const long long blocks = (long long)B * p.H * cdiv(p.M, ROW_TILE) * cdiv(p.N, ROW_TILE);
   if (blocks == 0) return cudaSuccess;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  CCA_LAUNCH(dim3((unsigned)blocks), dim3(ROW_THREADS), stream, row_kernel<T, ACCUMULATE>)(A, Bm, Out, p);
+  CCA_LAUNCH(dim3((unsigned)blocks), dim3(ROW_THREADS), stream, row_kernel<T>)(A, Bm, Out, p);
   return cudaGetLastError();
 }
 
@@ -250,7 +247,7 @@ template <typename T>
 cudaError_t weight(const T* P, const T* Q, T* E, int B, int C, int H, int W, cudaStream_t stream = 0) {
   const long long HW = (long long)H * W, L = H + W - 1;
   const RowProduct rows = {W, W, C, H, W, C * HW, 1, HW, C * HW, HW, 1, L * HW, HW, 1};
-  cudaError_t err = launch_rows<T, false>(Q, P, E, B, rows, stream);
+  cudaError_t err = launch_rows<T>(Q, P, E, B, rows, stream);
   if (err != cudaSuccess || H == 1) return err;
   const ColProduct cols = {H, H, C, H, W, C * HW, W, HW, C * HW, L * HW};
   return launch_cols<T, COL_WEIGHT>(Q, P, E, B, cols, stream);
@@ -262,7 +259,7 @@ cudaError_t map(const T* A, const T* V, T* O, int B, int C, int H, int W, cudaSt
   const long long HW = (long long)H * W, L = H + W - 1;
   const RowProduct rows = {C, W, W, H, W, C * HW, HW, 1, L * HW, TRANSPOSED ? 1 : HW, TRANSPOSED ? HW : 1,
                            C * HW, HW, 1};
-  cudaError_t err = launch_rows<T, false>(V, A, O, B, rows, stream);
+  cudaError_t err = launch_rows<T>(V, A, O, B, rows, stream);
   if (err != cudaSuccess || H == 1) return err;
   const ColProduct cols = {C, H, H, H, W, C * HW, HW, W, L * HW, C * HW};
   return launch_cols<T, TRANSPOSED ? COL_MAP_T : COL_MAP>(V, A, O, B, cols, stream);
