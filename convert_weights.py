@@ -6,6 +6,7 @@ Example::
     python convert_weights.py van_base_828.pth.tar --verify     # -> pretrained/van_b2.pkl
     python convert_weights.py ckpt.pth --from resnet_v1c --arch resnet50 -o pretrained/r50.pkl
     python convert_weights.py CS_scenes_60000.pth --verify      # whole CCNet -> pretrained/ccnet_resnet101_19cls.pkl
+    python convert_weights.py --export official work_dirs/run1 -o ccnet_official.pth   # and back to PyTorch
 
 The output loads with ``resnet101(stem="deep", pretrained="pretrained/resnet101_deep.pkl")``
 or ``van_b2(pretrained="pretrained/van_b2.pkl")``.
@@ -20,6 +21,7 @@ import jittor_env  # noqa: F401  (must run before jittor is imported)
 
 from cli.arguments import Parser
 from cli.main import run_main
+from apis.export import EXPORT_TARGETS, export_pytorch
 from pretrained.backbone_keys import LAYOUTS
 from pretrained.converter import ARCHS, convert_file
 
@@ -59,6 +61,15 @@ whole CCNet checkpoints
   pretrained/<preset>_<classes>cls.pkl with meta {arch, num_classes,
   recurrence, align_corners, overrides}; see pretrained/ccnet_keys.py.
 
+export (--export TARGET SRC -o OUT.pth)
+  The other way: a train.py checkpoint, its run folder or a weights file
+  (.pkl) written as a PyTorch checkpoint (torch.save's zip format, without
+  torch) in the names of another code base, BatchNorm num_batches_tracked
+  included; torch.load(OUT, weights_only=True) reads it. Targets:
+""" + "".join(f"  {name:<20s}{text}\n" for name, text in EXPORT_TARGETS.items()) + """\
+  A model the target cannot hold (another backbone or stem, the VAN neck, the
+  CCL projection of --ccl) is refused before anything is written.
+
 exit status: 0 converted, 2 refused (the message says why and how to fix it).
 """
 
@@ -69,9 +80,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "weights, without torch.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="PyTorch checkpoint (.pth, .pt, .pth.tar, .bin; zip or legacy format) "
-                                    "or .safetensors file")
+                                    "or .safetensors file; with --export, one of this project's model files")
     parser.add_argument("-o", "--output", default=None,
-                        help="output .pkl (default: pretrained/<arch>_<stem>.pkl or pretrained/<arch>.pkl)")
+                        help="output .pkl (default: pretrained/<arch>_<stem>.pkl or pretrained/<arch>.pkl); "
+                             "with --export the .pth to write (required)")
+    parser.add_argument("--export", default=None, choices=sorted(EXPORT_TARGETS), metavar="TARGET",
+                        help="write SRC as a PyTorch checkpoint in TARGET's names: " + ", ".join(EXPORT_TARGETS))
     parser.add_argument("--arch", default=None,
                         help="target architecture (see below) or a ccnet_* preset; inferred if omitted")
     parser.add_argument("--from", dest="layout", default=None, choices=sorted(LAYOUTS),
@@ -86,7 +100,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.export:
+        given = [flag for flag, value in (("--arch", args.arch), ("--from", args.layout), ("--prefix", args.prefix),
+                                          ("--verify", args.verify), ("--recurrence", args.recurrence)) if value]
+        if given:
+            parser.error(f"{', '.join(given)} belong to converting a PyTorch file in; --export writes one out")
+        return run_main(export_pytorch, args.src, args.export, args.output)
     return run_main(convert_file, args.src, args.output, args.arch, args.layout, args.prefix, args.verify,
                         print, args.recurrence)
 

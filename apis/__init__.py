@@ -6,6 +6,7 @@
 ``predict``       predict.py: colourised predictions of image files
 ``attention``     visualize_attention.py: attention maps over images
 ``compare``       compare.py: runs side by side, ``report.md``
+``export``        convert_weights.py --export: a model as another code base's PyTorch file
 ``model_files``   every script's way to get a model from a file
 ================  ============================================================
 

@@ -62,6 +62,8 @@ __all__ = [
     "describe_arch",
     "default_output_name",
     "RESNET_LAYOUT_STEM",
+    "with_bn_counters",
+    "export_backbone",
 ]
 
 LAYOUTS: dict[str, str] = {
@@ -341,6 +343,51 @@ def check_fits(sd: Mapping[str, np.ndarray], model: Any, what: str, hint: Option
     if hint:
         lines.append(f"  {hint}")
     raise ConversionError("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------- export (the maps read backwards)
+
+
+def with_bn_counters(sd: Mapping[str, np.ndarray]) -> "OrderedDict[str, np.ndarray]":
+    """``sd`` with PyTorch's ``num_batches_tracked`` (int64, 0-d, 0) after every BatchNorm's ``running_var``.
+
+    Jittor's BatchNorm counts no batches; PyTorch's BatchNorm with the default
+    ``momentum`` never reads the counter, and ``load_state_dict(strict=True)``
+    needs it.
+    """
+    out = OrderedDict()
+    for key, value in sd.items():
+        out[key] = value
+        if key.endswith(".running_var") and f"{key[:-len('running_var')]}running_mean" in sd:
+            out[key[:-len("running_var")] + _BN_COUNTER] = np.array(0, dtype=np.int64)
+    return out
+
+
+#: Export target -> the backbone layout it holds (detect_layout of our backbone keys must give it).
+EXPORT_BACKBONES: dict[str, str] = {"official": "resnet_deep", "mmseg": "resnet_v1c",
+                                    "torchvision": "resnet_torchvision", "van": "van_official"}
+
+
+def export_backbone(sd: Mapping[str, np.ndarray], target: str) -> "OrderedDict[str, np.ndarray]":
+    """Our backbone keys (``backbone.*``) in the ImageNet layout ``target`` ("torchvision" or "van").
+
+    Every layout keeps our names (the conversions above only drop keys), so
+    this strips ``backbone.`` and adds the BatchNorm counters; raises
+    :class:`ConversionError` when the backbone is not of that layout.
+    """
+    backbone, _ = strip_prefix(sd, "backbone.")
+    if not backbone:
+        backbone = OrderedDict(sd)  # a backbone weights file: no prefix
+    check_export_backbone(backbone, target)
+    return with_bn_counters(backbone)
+
+
+def check_export_backbone(backbone: Mapping[str, np.ndarray], target: str) -> None:
+    """:class:`ConversionError` unless ``backbone`` (our names, no prefix) has the layout ``target`` needs."""
+    want, have = EXPORT_BACKBONES[target], detect_layout(backbone)
+    if have != want:
+        what = LAYOUTS.get(have, "a backbone of no known layout")
+        raise ConversionError(f"the {target!r} layout holds a {LAYOUTS[want]} backbone; this model has {what}")
 
 
 def default_output_name(arch: str, layout: str) -> str:

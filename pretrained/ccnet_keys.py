@@ -41,13 +41,15 @@ does, and writes the weights file.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from models import MODEL_PRESETS
 from models.resnet import RESNET_DEPTHS
-from pretrained.backbone_keys import ConversionError, ConversionResult, bn_counter_skip, map_names
+from pretrained.backbone_keys import (ConversionError, ConversionResult, bn_counter_skip, check_export_backbone,
+                                      map_names, strip_prefix, with_bn_counters)
 
 __all__ = [
     "CCNET_LAYOUTS",
@@ -58,6 +60,7 @@ __all__ = [
     "infer_ccnet_config",
     "checkpoint_align_corners",
     "class_names",
+    "export_ccnet",
 ]
 
 CCNET_LAYOUTS: dict[str, str] = {
@@ -126,6 +129,38 @@ def convert_ccnet_mmseg(sd: Mapping[str, np.ndarray]) -> ConversionResult:
         else:
             res.state_dict[key] = value  # left as is; the shape check reports it as unexpected
     return res
+
+
+def export_ccnet(sd: Mapping[str, np.ndarray], target: str) -> "OrderedDict[str, np.ndarray]":
+    """Our whole-CCNet keys in the layout ``target`` ("official" or "mmseg"): the renames above read
+    backwards, mmcv's 0-d ``Scale`` for gamma, BatchNorm ``num_batches_tracked`` added.
+
+    Raises :class:`ConversionError` for what the layout cannot hold: another
+    backbone (the official layout has the deep-stem ResNet, mmseg ResNetV1c),
+    a neck (the VAN presets), the CCL projection ``head_ccl``.
+    """
+    if not any(k.startswith("head.") for k in sd):
+        raise ConversionError(f"the {target!r} layout is a whole CCNet; this file holds no RCCA head (head.*): "
+                              "a backbone exports with --export torchvision or --export van")
+    extra = sorted({k.split(".")[0] for k in sd if not k.startswith(("backbone.", "head.", "dsn."))})
+    if extra:
+        why = {"head_ccl": "the CCL projection (trained with --ccl)", "neck": "the VAN neck"}
+        raise ConversionError(f"the {target!r} layout has no place for " +
+                              ", ".join(f"{name}.* ({why.get(name, 'not part of that model')})" for name in extra))
+    backbone, _ = strip_prefix(sd, "backbone.")
+    check_export_backbone(backbone, target)
+    out = OrderedDict()
+    for key, value in sd.items():
+        if target == "official":
+            name = key[len("backbone."):] if key.startswith("backbone.") else key
+        else:
+            name = next((old + key[len(new):] for old, new in _MMSEG_RENAMES if key.startswith(new)), None)
+            if name is None:
+                raise ConversionError(f"{key}: mmsegmentation's CCNet has no place for it")
+            if name == "decode_head.cca.gamma.scale":
+                value = np.asarray(value).reshape(())  # mmcv Scale: a 0-d parameter
+        out[name] = value
+    return with_bn_counters(out)
 
 
 def convert_ccnet_state_dict(sd: Mapping[str, np.ndarray], layout: Optional[str] = None) -> tuple[ConversionResult, str]:

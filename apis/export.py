@@ -1,0 +1,65 @@
+"""convert_weights.py --export: a model of this project as a PyTorch checkpoint of another code base.
+
+Any model file (a train.py checkpoint or its run folder, a weights file, a
+converted PyTorch file) is read by :func:`apis.model_files.read_model_file`;
+its keys are mapped to the target layout by the converter's own maps read
+backwards (:func:`pretrained.ccnet_keys.export_ccnet`,
+:func:`pretrained.backbone_keys.export_backbone`) and written in
+``torch.save``'s format without torch (:mod:`utils.torch_writer`), atomically:
+
+===============  ==========================================================
+``official``     speedinghzl/CCNet ``networks/ccnet.py`` (deep-stem ResNet)
+``mmseg``        mmsegmentation ``EncoderDecoder`` with ``CCHead`` and ``FCNHead``
+``torchvision``  a torchvision ResNet's backbone keys (7x7 stem; no ``fc``)
+``van``          the official VAN's backbone keys (no ``head``)
+===============  ==========================================================
+
+The file loads with ``torch.load(path, weights_only=True)`` and then
+``load_state_dict`` (strict for the whole-model layouts; ``strict=False``
+for the backbones, which have no classifier).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+
+from apis.model_files import read_model_file
+from pretrained.backbone_keys import export_backbone
+from pretrained.ccnet_keys import export_ccnet
+from utils.fileio import atomic_write, check_output_file
+from utils.torch_writer import write_torch_state_dict
+
+__all__ = ["EXPORT_TARGETS", "export_state_dict", "export_pytorch"]
+
+#: --export target -> what the written file is.
+EXPORT_TARGETS: dict[str, str] = {
+    "official": "whole CCNet, official speedinghzl/CCNet names (conv1.., head.*, dsn.*)",
+    "mmseg": "whole CCNet, mmsegmentation names (backbone.stem.., decode_head.*, auxiliary_head.*)",
+    "torchvision": "ResNet backbone (7x7 stem), torchvision names",
+    "van": "VAN backbone, official VAN names",
+}
+
+
+def export_state_dict(state: dict[str, np.ndarray], target: str) -> "OrderedDict[str, np.ndarray]":
+    """Our state dict (model or backbone) in the layout ``target``; ConversionError if it cannot hold it."""
+    if target not in EXPORT_TARGETS:
+        raise ValueError(f"unknown export target {target!r}; known: {', '.join(EXPORT_TARGETS)}")
+    if target in ("official", "mmseg"):
+        return export_ccnet(state, target)
+    return export_backbone(state, target)
+
+
+def export_pytorch(src: str, target: str, output: str, log: Callable[[str], None] = print) -> int:
+    """Read ``src``, map it to ``target`` and write ``output`` (a .pth); 0 when written."""
+    if not output:
+        raise ValueError("--export needs the output file: -o OUT.pth")
+    check_output_file(output, "-o")
+    model_file = read_model_file(src)
+    state = export_state_dict(model_file.state, target)
+    atomic_write(output, lambda f: write_torch_state_dict(state, f))
+    tensors = sum(int(np.asarray(v).size) for v in state.values())
+    log(f"wrote {output}: {len(state)} tensors ({tensors:,} numbers), {EXPORT_TARGETS[target]}, "
+        f"from the {model_file.kind} {model_file.path}")
+    return 0
