@@ -31,6 +31,7 @@ from apis import evaluate
 from cli import arguments, official
 from cli.config import EVAL_DEFAULTS as D
 from cli.main import run_main
+from evaluation.metrics import MIOU_OVER
 
 __all__ = ["get_args_parser", "main"]
 
@@ -56,6 +57,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="results folder (default: <checkpoint folder>/eval_<split>)")
     p.add_argument("--save-pred", action="store_true", default=None,
                    help="save colourised predictions (<output-dir>/pred)")
+    p.add_argument("--miou-over", choices=MIOU_OVER,
+                   help="which classes mIoU and mAcc average over: 'present' (in the ground truth or the "
+                        "prediction; cityscapesScripts, mmsegmentation; the default) or 'all' (an absent class "
+                        "counts 0; the official CCNet evaluate.py, the ADE20K benchmark)")
     p.add_argument("--submission", action="store_true", default=None,
                    help="save label-id PNGs for the Cityscapes server (<output-dir>/submission)")
     arguments.add_device_args(p, amp=True)

@@ -126,6 +126,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="mixed precision (GPU only): float16 convolutions and attention products, float32 "
                         "statistics, softmax and losses, dynamic loss scaling; a resumed run keeps its setting "
                         "unless --amp/--no-amp is given")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write TensorBoard events (loss parts, lr, time, memory, validation mIoU and per-class "
+                        "IoU) into <run folder>/tensorboard: tensorboard --logdir work_dirs; a resumed run keeps "
+                        "its setting unless --tensorboard/--no-tensorboard is given")
     g.add_argument("--no-cuda", action="store_true", default=None, help="run on the CPU even if a GPU is present")
     g.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     arguments.add_verbose_arg(g)

@@ -79,7 +79,7 @@ def run(options: dict) -> dict:
         writers.append(lambda name, pred: save_label_png(pred, os.path.join(sub_dir, f"{name}.png"), lut=lut))
     result = evaluate(model, ds, preset.num_classes, ignore_index=preset.ignore_index, mode=mode,
                       crop_size=crop, stride=stride, scales=scales, flip=flip, flip_pairs=preset.flip_pairs,
-                      writers=writers, progress=not o["no_progress"])
+                      writers=writers, progress=not o["no_progress"], miou_over=o["miou_over"])
     result["seconds"] = round(time.time() - t0, 2)
     if is_main():
         print(format_table(result, preset.class_names), flush=True)
@@ -87,7 +87,8 @@ def run(options: dict) -> dict:
                     "dataset": dataset, "data_path": os.path.abspath(data_path), "split": split,
                     "test_size": o.get("test_size") or preset.test_size, "mode": mode, "crop_size": crop,
                     "stride": stride,
-                    "scales": scales, "flip": flip, "world_size": world, "jittor_version": jt.__version__}
+                    "scales": scales, "flip": flip, "miou_over": o["miou_over"], "world_size": world,
+                    "jittor_version": jt.__version__}
         text = to_json({k: v for k, v in result.items() if k != "matrix"}, preset.class_names,
                        settings=settings, confusion_matrix=result["matrix"])
         atomic_write(os.path.join(out_dir, "results.json"), text + "\n", binary=False)

@@ -26,6 +26,7 @@ from engine.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from engine.launch import set_device, set_rng_state, set_seed
 from engine.optim import build_optimizer, load_optimizer_state
 from engine.train_loop import train
+from engine.run_log import tensorboard_problem
 from evaluation.evaluator import evaluate
 from models import build_model
 from models.losses import SegmentationLoss
@@ -67,6 +68,8 @@ def configure(options: Mapping[str, Any], check_folder: bool = True) -> tuple[di
                 f"share of the batch and its random draws depend on that, so the run would not continue "
                 f"exactly; resume it with {'mpirun -np ' + str(saved_world) + ' ' if saved_world > 1 else ''}"
                 f"python train.py --resume ...")
+    if cfg.get("tensorboard") and tensorboard_problem():
+        raise ValueError(tensorboard_problem())
     if not check_folder:
         return cfg, checkpoint
     check_output_dir(cfg["output_dir"], "--output-dir")
@@ -143,7 +146,7 @@ def _eval_fn(cfg: Mapping[str, Any], model: nn.Module, preset, world: int):
                           progress=not cfg["no_progress"], desc=f"val@{iteration}")
         comm.print0(f"iter {iteration}: val mIoU {100 * result['mIoU']:.2f}  "
                     f"mAcc {100 * result['mAcc']:.2f}  aAcc {100 * result['aAcc']:.2f}")
-        return {k: result[k] for k in ("mIoU", "mAcc", "aAcc")}
+        return {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "IoU")}
     return eval_fn
 
 
@@ -220,7 +223,8 @@ def _train(cfg: dict, checkpoint: Optional[dict]) -> dict:
         print_freq=cfg["print_freq"], config=cfg, progress=not cfg["no_progress"], stop_after=cfg["stop_after"],
         checkpoint_extra={"model_name": cfg["model"], "num_classes": preset.num_classes,
                           "dataset": cfg["dataset"]}, resumed_from=cfg.get("resume"),
-        keep_checkpoints=cfg["keep_checkpoints"], best=(checkpoint or {}).get("best"), scaler=scaler)
+        keep_checkpoints=cfg["keep_checkpoints"], best=(checkpoint or {}).get("best"), scaler=scaler,
+        tensorboard=cfg["tensorboard"], class_names=preset.class_names)
     if jt.in_mpi:
         diff = comm.params_in_sync(model)
         result["rank_max_abs_diff"] = diff

@@ -37,7 +37,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "power": None, "min_lr": 0.0, "head_lr_mult": 1.0,
     "output_dir": None, "overwrite": False, "snapshot_interval": None, "eval_interval": None, "resume": None,
     "keep_checkpoints": 3, "seed": 12345,
-    "print_freq": 10, "amp": False, "no_cuda": False, "no_progress": False, "stop_after": None,
+    "print_freq": 10, "amp": False, "tensorboard": False, "no_cuda": False, "no_progress": False, "stop_after": None,
     "verbose": False, "config": None, "print_config": False,
     # the official code's flags that have no flag of ours (cli.official)
     "restore_from": None, "expect_num_classes": None, "expect_ignore_label": None,
@@ -45,7 +45,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 #: evaluate.py's defaults for the options that neither the checkpoint nor the dataset preset decides.
 EVAL_DEFAULTS = {"batch_size": 1, "workers": 2, "scales": [1.0], "flip": False, "save_pred": False,
-                 "submission": False, "no_cuda": False, "amp": False, "no_progress": False}
+                 "submission": False, "no_cuda": False, "amp": False, "no_progress": False, "miou_over": "present"}
 
 #: Options about this command, not about the run: never taken from a recorded config.json.
 COMMAND_OPTIONS = ("resume", "stop_after", "overwrite", "config", "print_config", "verbose")
@@ -66,7 +66,7 @@ PRESET_OPTIONS = ("crop_size", "batch_size", "iters", "lr", "weight_decay", "mom
 RESUME_FROM_CLI = ("resume", "stop_after", "no_progress", "no_cuda", "workers", "print_freq", "overwrite",
                    "verbose", "config", "print_config")
 RESUME_IF_GIVEN = ("output_dir", "data_path", "list_file", "eval_interval", "snapshot_interval", "lr", "iters",
-                   "keep_checkpoints", "amp")
+                   "keep_checkpoints", "amp", "tensorboard")
 
 #: Options holding paths: recorded absolute, so that a later command finds them from any folder.
 PATH_OPTIONS = ("data_path", "list_file", "pretrained", "weights", "restore_from", "output_dir", "resume",

@@ -1,9 +1,15 @@
-"""What a training run reports: ``log.jsonl``, ``train.log`` and the progress bar; and reading the log back.
+"""What a training run reports: ``log.jsonl``, ``train.log``, TensorBoard events and the progress bar;
+and reading the log back.
 
 ``log.jsonl`` has one JSON object per logged iteration (loss parts, lr,
 times, memory), per validation (``val/*``) or per event (``event``);
 ``train.log`` the same as readable lines. :func:`read_log`,
 :func:`train_rows` and :func:`val_rows` read it back (``compare.py``).
+With ``tensorboard=True`` the same numbers go to TensorBoard event files in
+``<run>/tensorboard`` (tensorboardX): ``train/*`` at every logged iteration,
+``val/mIoU``, ``val/mAcc``, ``val/aAcc`` and ``val/IoU/<class>`` at every
+validation. A resumed run's writer purges the steps after its checkpoint, so
+its curves continue those of the run it resumes without duplicates.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import math
 import os
 import resource
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -22,7 +28,19 @@ import jittor as jt
 from utils.comm import is_main
 from utils.progress import progress_bar
 
-__all__ = ["RunLog", "peak_memory_mb", "read_log", "train_rows", "val_rows"]
+__all__ = ["RunLog", "peak_memory_mb", "read_log", "train_rows", "val_rows", "tensorboard_problem", "TENSORBOARD_DIR"]
+
+TENSORBOARD_DIR = "tensorboard"  # inside the run folder
+
+
+def tensorboard_problem() -> Optional[str]:
+    """Why ``--tensorboard`` cannot work here (None when it can): tensorboardX must be installed."""
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError as exc:
+        return (f"--tensorboard writes through the tensorboardX package, which does not import here ({exc}); "
+                "pip install -r requirements.txt (it pins tensorboardX), or train without --tensorboard")
+    return None
 
 
 def peak_memory_mb() -> tuple[str, float]:
@@ -54,7 +72,7 @@ class RunLog:
     """
 
     def __init__(self, output_dir: Optional[str], max_iters: int, start_iter: int, print_freq: int,
-                 progress: bool) -> None:
+                 progress: bool, tensorboard: bool = False, class_names: Optional[Sequence[str]] = None) -> None:
         main = is_main()
         self.jsonl = os.path.join(output_dir, "log.jsonl") if output_dir and main else None
         self.text = os.path.join(output_dir, "train.log") if output_dir and main else None
@@ -62,6 +80,26 @@ class RunLog:
         self.progress, self.bar, self.start_iter = progress and main, None, start_iter
         self.window: list[float] = []   # recent step times, for the ETA
         self.peak = 0.0
+        self.class_names = list(class_names) if class_names is not None else None
+        self.board_dir = os.path.join(output_dir, TENSORBOARD_DIR) if tensorboard and output_dir and main else None
+        # TensorBoard drops what an earlier run logged after the checkpoint this one resumes from
+        self.purge_step = start_iter + 1 if start_iter else None
+        self.board, self.writers = None, 0
+
+    def _scalars(self, iteration: int, values: dict) -> None:
+        """TensorBoard scalars; the writer opens on first use and is closed (its queue written) by close()."""
+        if self.board_dir is None:
+            return
+        if self.board is None:
+            from tensorboardX import SummaryWriter
+            # a file name of its own: tensorboardX names files by the second they are opened in
+            self.writers += 1
+            self.board = SummaryWriter(self.board_dir, purge_step=self.purge_step, flush_secs=10,
+                                       filename_suffix=f".{os.getpid()}.{self.writers}")
+            self.purge_step = None  # once: a writer reopened after close() (the final evaluation) adds
+        for tag, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.board.add_scalar(tag, float(value), iteration)
 
     def _write(self, row: dict, line: str) -> None:
         if self.jsonl:
@@ -101,11 +139,18 @@ class RunLog:
         self._write(row, f"iter {iteration}/{self.max_iters} epoch {epoch} | loss {loss:.4f}"
                          f"{' (' + shown + ')' if shown else ''} | lr {lr:.3e} | {step_time:.3f} s/it "
                          f"(data {data_time:.3f} s) | eta {eta} | {kind} {self.peak:.0f} MB")
+        self._scalars(iteration, {f"train/{k}": v for k, v in row.items() if k not in ("iter", "epoch")})
 
     def evaluation(self, iteration: int, metrics: dict) -> None:
         row = {"iter": iteration, **{f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}}
         shown = "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if isinstance(v, float))
         self._write(row, f"iter {iteration}/{self.max_iters} | val {shown}")
+        values = {f"val/{k}": metrics[k] for k in ("mIoU", "mAcc", "aAcc") if k in metrics}
+        iou = metrics.get("IoU") or []
+        names = self.class_names if self.class_names and len(self.class_names) == len(iou) else \
+            [str(i) for i in range(len(iou))]
+        values.update({f"val/IoU/{name}": v for name, v in zip(names, iou)})
+        self._scalars(iteration, values)
 
     def event(self, iteration: int, text: str, **row: Any) -> None:
         self._write({"iter": iteration, "event": text, **row}, f"iter {iteration}/{self.max_iters} | {text}")
@@ -119,6 +164,9 @@ class RunLog:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
 
 def read_log(path: str) -> list[dict]:

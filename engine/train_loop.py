@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
@@ -118,7 +118,8 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
           print_freq: int = 10, config: Optional[dict] = None, checkpoint_extra: Optional[dict] = None,
           progress: bool = True, stop_after: Optional[int] = None, resumed_from: Optional[str] = None,
           keep_checkpoints: Optional[int] = None, best: Optional[dict] = None,
-          scaler: Optional[GradScaler] = None) -> dict:
+          scaler: Optional[GradScaler] = None, tensorboard: bool = False,
+          class_names: Optional[Sequence[str]] = None) -> dict:
     """Train ``model`` from iteration ``start_iter`` to ``max_iters`` (poly schedule).
 
     Args:
@@ -133,6 +134,8 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
             run, e.g. to test resuming; ``None`` runs to ``max_iters``.
         resumed_from: the checkpoint this run continues (the last good one until a new one is written).
         scaler: mixed precision's loss scaler (``engine.amp``); its state goes into the checkpoints.
+        tensorboard: also write TensorBoard events into ``output_dir/tensorboard``
+            (``engine.run_log``); ``class_names`` name the per-class IoU curves.
 
     Returns:
         A dict with the last iteration, loss, checkpoint, best and (if evaluated) metrics.
@@ -146,7 +149,7 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
     if len(train_set) < 1:
         raise ValueError(f"the training set has fewer samples ({train_set.num_samples}) than one "
                          f"batch ({train_set.batch_size}); lower --batch-size")
-    log = RunLog(output_dir, max_iters, start_iter, print_freq, progress)
+    log = RunLog(output_dir, max_iters, start_iter, print_freq, progress, tensorboard, class_names)
     snapshots = Snapshots(model, optimizer, output_dir, seed, config, checkpoint_extra, last=resumed_from,
                           keep=keep_checkpoints, best=best, scaler=scaler)
     end_iter = max_iters if stop_after is None else min(max_iters, start_iter + stop_after)
@@ -226,6 +229,7 @@ def train(model: nn.Module, criterion: Callable, optimizer: jt.optim.Optimizer, 
     if eval_fn is not None and eval_interval and iteration == max_iters:
         result["metrics"] = eval_fn(iteration)
         log.evaluation(iteration, result["metrics"])
+        log.close()  # the TensorBoard writer reopened for it
         snapshots.offer_best(iteration, result["metrics"].get("mIoU", float("nan")), base_lr)
     result["best"] = snapshots.best
     log.line(f"done: iteration {iteration}, loss {loss_value:.4f}, checkpoint {snapshots.last}"

@@ -22,7 +22,7 @@ def evaluate(model: nn.Module, dataset, num_classes: int, *, ignore_index: int =
              mode: str = "whole", crop_size=None, stride=None, scales: Sequence[float] = (1.0,),
              flip: bool = False, flip_pairs: Sequence[Sequence[int]] = (),
              writers: Sequence[Callable[[str, np.ndarray], None]] = (), progress: bool = True,
-             desc: str = "eval") -> dict:
+             desc: str = "eval", miou_over: str = "present") -> dict:
     """Evaluate ``model`` on ``dataset`` (an eval ``build_dataset``); returns :meth:`ConfusionMatrix.compute`.
 
     Predictions are compared with the labels at the original image size (the
@@ -63,7 +63,7 @@ def evaluate(model: nn.Module, dataset, num_classes: int, *, ignore_index: int =
     if bar is not None:
         bar.close()
     matrix.reduce()
-    result = matrix.compute()
+    result = matrix.compute(miou_over)
     result["images"] = int(all_reduce_counts([seen])[0]) if jt.in_mpi else seen
     result["matrix"] = matrix.mat.tolist()
     return result

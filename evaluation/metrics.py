@@ -10,9 +10,15 @@ columns: prediction):
 * per-class IoU ``M[c,c] / (row_c + col_c - M[c,c])``;
 * per-class accuracy ``M[c,c] / row_c``;
 * aAcc (pixel accuracy) ``trace(M) / sum(M)``;
-* mIoU and mAcc: the mean over classes that occur in the ground truth or the
-  prediction (``nanmean``, as mmsegmentation); a class that never appears in
-  either has IoU NaN and is left out of the mean and reported as ``nan``.
+* mIoU and mAcc by one of two conventions (``miou_over``):
+
+  - ``"present"`` (the default; cityscapesScripts and mmsegmentation): the
+    mean over the classes that occur in the ground truth or the prediction
+    (``nanmean``); a class in neither has IoU NaN, is left out of the mean
+    and is reported as ``nan``;
+  - ``"all"`` (the official CCNet ``evaluate.py``, the ADE20K benchmark): the
+    mean over all classes, an absent class counting 0 (its per-class entry
+    is still reported as ``nan``).
 """
 from __future__ import annotations
 
@@ -28,7 +34,10 @@ import jittor as jt
 from utils.comm import all_reduce_counts
 from utils.formatting import percent
 
-__all__ = ["ConfusionMatrix", "format_table", "to_json"]
+__all__ = ["ConfusionMatrix", "format_table", "to_json", "MIOU_OVER"]
+
+#: The conventions of the class mean (module docstring).
+MIOU_OVER = ("present", "all")
 
 
 class ConfusionMatrix:
@@ -70,8 +79,14 @@ class ConfusionMatrix:
             self.mat = all_reduce_counts(self.mat)  # exact (a float all-reduce is rounded above 2**24)
         return self
 
-    def compute(self) -> dict:
-        """Metrics as a dict of floats / lists (``nan`` for classes absent from gt and prediction)."""
+    def compute(self, miou_over: str = "present") -> dict:
+        """Metrics as a dict of floats / lists (``nan`` for classes absent from gt and prediction).
+
+        ``miou_over``: ``"present"`` or ``"all"``, which classes mIoU and mAcc
+        average over (module docstring); recorded in the result.
+        """
+        if miou_over not in MIOU_OVER:
+            raise ValueError(f"miou_over must be one of {MIOU_OVER}, got {miou_over!r}")
         mat = self.mat.astype(np.float64)
         tp = np.diag(mat)
         gt = mat.sum(1)
@@ -81,15 +96,18 @@ class ConfusionMatrix:
             iou = np.where(union > 0, tp / union, np.nan)
             acc = np.where(gt > 0, tp / gt, np.nan)
         total = mat.sum()
-        valid_iou = iou[~np.isnan(iou)]
-        valid_acc = acc[~np.isnan(acc)]
+        if miou_over == "all":
+            valid_iou, valid_acc = np.nan_to_num(iou), np.nan_to_num(acc)
+        else:
+            valid_iou, valid_acc = iou[~np.isnan(iou)], acc[~np.isnan(acc)]
         return {
             "aAcc": float(tp.sum() / total) if total > 0 else float("nan"),
-            "mIoU": float(valid_iou.mean()) if valid_iou.size else float("nan"),
-            "mAcc": float(valid_acc.mean()) if valid_acc.size else float("nan"),
+            "mIoU": float(valid_iou.mean()) if valid_iou.size and total > 0 else float("nan"),
+            "mAcc": float(valid_acc.mean()) if valid_acc.size and total > 0 else float("nan"),
             "IoU": [float(v) for v in iou],
             "Acc": [float(v) for v in acc],
             "pixels": int(total),
+            "miou_over": miou_over,
         }
 
 
@@ -106,8 +124,10 @@ def format_table(result: dict, class_names: Optional[Sequence[str]] = None) -> s
     for name, i, a in zip(names, iou, acc):
         lines.append(f"{name:<{width}} {_cell(i)} {_cell(a)}")
     lines.append("-" * (width + 15))
+    over = {"all": "over all classes, absent ones 0", "present": "over the classes present"}.get(
+        result.get("miou_over", "present"))
     lines.append(f"mIoU {_cell(result['mIoU']).strip()}  mAcc {_cell(result['mAcc']).strip()}  "
-                 f"aAcc {_cell(result['aAcc']).strip()}  ({result.get('pixels', 0)} pixels)")
+                 f"aAcc {_cell(result['aAcc']).strip()}  ({result.get('pixels', 0)} pixels; means {over})")
     return "\n".join(lines)
 
 

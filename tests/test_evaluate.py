@@ -166,6 +166,13 @@ def test_evaluate_writes_table_json_and_predictions(trained, tmp_path, capsys):
     sub = np.array(Image.open(out / "submission" / preds[0]))
     assert set(np.unique(sub)) <= {7, 11, 21, 23, 26}  # Cityscapes label ids
     np.testing.assert_array_equal(sub, submission_lut(get_preset("demo"))[np.array(im)])
+    assert saved["miou_over"] == saved["settings"]["miou_over"] == "present"
+    # --miou-over all: the same matrix, every class in the mean (an absent one as 0)
+    every = run_eval("--checkpoint", run, "--output-dir", tmp_path / "all", "--no-progress", "-j", 0,
+                     "--miou-over", "all")
+    assert every["miou_over"] == "all"
+    assert every["mIoU"] == pytest.approx(np.nan_to_num(np.array(result["IoU"])).mean())
+    assert json.load(open(tmp_path / "all" / "results.json"))["miou_over"] == "all"
 
 
 def test_sliding_window_and_tta_run_through_evaluate(trained, tmp_path):

@@ -50,6 +50,29 @@ def test_absent_class_is_nan_and_left_out_of_the_mean():
     assert r["IoU"][3] == 0.0 and math.isnan(r["Acc"][3])
 
 
+def test_miou_over_all_counts_absent_classes_as_zero():
+    """The official CCNet evaluate.py's convention, written from its formula: IoU = tp / max(1, gt + pred - tp),
+    mean over every class; and 'present' (cityscapesScripts, mmsegmentation) on the same matrix."""
+    gt = np.array([0, 0, 1, 1, 1, 3, 3])   # class 2 absent from both
+    pred = np.array([0, 1, 1, 1, 0, 3, 1])
+    cm = ConfusionMatrix(4)
+    cm.update(gt, pred)
+    tp = np.array([1, 2, 0, 1.0])
+    union = np.array([2 + 2 - 1, 3 + 4 - 2, 0, 2 + 1 - 1.0])
+    official = (tp / np.maximum(1.0, union)).mean()
+    acc_all = (tp / np.maximum(1.0, np.array([2, 3, 0, 2.0]))).mean()
+    everything, present = cm.compute("all"), cm.compute("present")
+    assert everything["mIoU"] == pytest.approx(official) and everything["mAcc"] == pytest.approx(acc_all)
+    assert present["mIoU"] == pytest.approx((tp / np.maximum(1.0, union))[[0, 1, 3]].mean())
+    assert everything["miou_over"] == "all" and present["miou_over"] == "present"
+    assert math.isnan(everything["IoU"][2])  # the per-class entry stays nan under both conventions
+    np.testing.assert_array_equal(everything["IoU"], present["IoU"])
+    assert everything["mIoU"] < present["mIoU"]
+    assert "means over all classes, absent ones 0" in format_table(everything)
+    with pytest.raises(ValueError, match="miou_over"):
+        cm.compute("some")
+
+
 def test_all_ignored_gives_nan_not_an_error():
     cm = ConfusionMatrix(3)
     cm.update(np.full((2, 2), 255), np.zeros((2, 2), int))
