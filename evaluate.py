@@ -62,7 +62,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "prediction; cityscapesScripts, mmsegmentation; the default) or 'all' (an absent class "
                         "counts 0; the official CCNet evaluate.py, the ADE20K benchmark)")
     p.add_argument("--submission", action="store_true", default=None,
-                   help="save label-id PNGs for the Cityscapes server (<output-dir>/submission)")
+                   help="save the predictions in the benchmark server's format: Cityscapes label-id PNGs "
+                        "(<output-dir>/submission), ADE20K PNGs of values 1..150 (<output-dir>/submission), "
+                        "VOC indexed PNGs (<output-dir>/results/VOC2012/Segmentation/comp{5,6}_test_cls)")
     arguments.add_device_args(p, amp=True)
     p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     arguments.add_verbose_arg(p)

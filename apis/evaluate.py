@@ -20,7 +20,7 @@ from datasets import build_dataset, get_preset
 from engine.launch import set_device
 from evaluation.evaluator import evaluate
 from evaluation.metrics import format_table, to_json
-from evaluation.submission import submission_lut
+from evaluation.submission import submission_for
 from utils.comm import is_main, print0, world_size
 from utils.fileio import atomic_write, check_output_dir
 from visualization.palette import save_label_png
@@ -47,10 +47,9 @@ def run(options: dict) -> dict:
     split = o.get("split") or preset.val_split
     out_dir = o.get("output_dir") or os.path.join(os.path.dirname(os.path.abspath(mf.path)), f"eval_{split}")
     pred_dir = os.path.join(out_dir, "pred") if o.get("save_pred") else None
-    sub_dir = os.path.join(out_dir, "submission") if o.get("submission") else None
-    for folder in filter(None, (out_dir, pred_dir, sub_dir)):  # before the evaluation, not after it
+    submission = submission_for(preset, out_dir, saved.get("train_split")) if o.get("submission") else None
+    for folder in filter(None, (out_dir, pred_dir, submission and submission.folder)):  # before evaluating
         check_output_dir(folder, "--output-dir")
-    lut = submission_lut(preset) if o.get("submission") else None
     model, info = load_model(mf, model=o.get("model"), dataset=dataset, recurrence=o.get("recurrence"),
                              model_opts=None if o.get("model_opt") is None else parse_model_opts(o["model_opt"]))
     del mf
@@ -75,8 +74,9 @@ def run(options: dict) -> dict:
     if pred_dir:
         writers.append(lambda name, pred: save_label_png(pred, os.path.join(pred_dir, f"{name}.png"),
                                                          palette=preset.palette))
-    if sub_dir:
-        writers.append(lambda name, pred: save_label_png(pred, os.path.join(sub_dir, f"{name}.png"), lut=lut))
+    if submission:
+        writers.append(lambda name, pred: save_label_png(pred, submission.path(name), palette=submission.palette,
+                                                         lut=submission.lut))
     result = evaluate(model, ds, preset.num_classes, ignore_index=preset.ignore_index, mode=mode,
                       crop_size=crop, stride=stride, scales=scales, flip=flip, flip_pairs=preset.flip_pairs,
                       writers=writers, progress=not o["no_progress"], miou_over=o["miou_over"])
@@ -94,5 +94,5 @@ def run(options: dict) -> dict:
         atomic_write(os.path.join(out_dir, "results.json"), text + "\n", binary=False)
         print(f"results: {os.path.join(out_dir, 'results.json')}"
               + (f"; predictions: {pred_dir}" if pred_dir else "")
-              + (f"; submission PNGs: {sub_dir}" if sub_dir else ""), flush=True)
+              + (f"; submission: {submission.what}" if submission else ""), flush=True)
     return result

@@ -68,9 +68,10 @@ def pair_samples(images: dict[str, str], labels: dict[str, str] | None, where: s
     return [Sample(k, images[k], labels[k]) for k in sorted(images)]
 
 
-def samples_from_id_list(list_path: str, image_dir: str, label_dir: str, what: str,
+def samples_from_id_list(list_path: str, image_dir: str, label_dir: Optional[str], what: str,
                          one_field: bool = False) -> list[Sample]:
-    """Samples of an id list (one image id per line; ``<id>.jpg`` in ``image_dir``, ``<id>.png`` in ``label_dir``).
+    """Samples of an id list (one image id per line; ``<id>.jpg`` in ``image_dir``, ``<id>.png`` in ``label_dir``;
+    ``label_dir=None``: unlabelled test images).
 
     Blank lines are skipped; a repeated id, a missing image or label, or (with
     ``one_field``) a line of more than one word is an error naming the line.
@@ -89,10 +90,10 @@ def samples_from_id_list(list_path: str, image_dir: str, label_dir: str, what: s
                 raise ValueError(f"{list_path}:{lineno}: id {sample_id!r} repeats line {seen[sample_id]}")
             seen[sample_id] = lineno
             image = os.path.join(image_dir, sample_id + ".jpg")
-            label = os.path.join(label_dir, sample_id + ".png")
+            label = os.path.join(label_dir, sample_id + ".png") if label_dir is not None else None
             if not os.path.isfile(image):
                 raise FileNotFoundError(f"{list_path}:{lineno}: image {image!r} does not exist")
-            if not os.path.isfile(label):
+            if label is not None and not os.path.isfile(label):
                 raise FileNotFoundError(f"{list_path}:{lineno}: image {image!r} has no label {label!r}")
             samples.append(Sample(sample_id, image, label))
     if not samples:

@@ -20,17 +20,19 @@ LAYOUT = """\
   <root>/VOCdevkit/VOC2012/JPEGImages/<id>.jpg
   <root>/VOCdevkit/VOC2012/SegmentationClass/<id>.png          (palette PNG, 255 = border)
   <root>/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt
+  test (no labels, from the VOC2012 test tar): <root>/VOCdevkit/VOC2012/ImageSets/Segmentation/test.txt
   with SBD: <root>/VOCdevkit/VOC2012/SegmentationClassAug/<id>.png and
             <root>/VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt (or trainaug.txt)
       (<root> may also be the VOCdevkit or VOC2012 folder itself)"""
 
 
 class VOCDataset(SegmentationDataset):
-    """Pascal VOC ``split`` ("train", "val", "trainval" or "train_aug") under ``root``.
+    """Pascal VOC ``split`` ("train", "val", "trainval", "train_aug" or "test") under ``root``.
 
     ``train_aug`` reads ``SegmentationClassAug``, the others
-    ``SegmentationClass``; ``label_dir`` overrides that choice. ``**kwargs``
-    are ``seed`` and the Jittor loader options.
+    ``SegmentationClass``; ``label_dir`` overrides that choice. ``test`` (the
+    server's test images) has no labels. ``**kwargs`` are ``seed`` and the
+    Jittor loader options.
     """
 
     NUM_CLASSES = 21
@@ -45,9 +47,12 @@ class VOCDataset(SegmentationDataset):
         self.root = root
         self.split = split
         image_dir = require_dir(os.path.join(root, "JPEGImages"), "VOC JPEGImages", LAYOUT)
-        if label_dir is None:
-            label_dir = "SegmentationClassAug" if split in ("train_aug", "trainaug") else "SegmentationClass"
-        label_dir = require_dir(os.path.join(root, label_dir), f"VOC {label_dir}", LAYOUT)
+        if split == "test":
+            label_dir = None
+        else:
+            if label_dir is None:
+                label_dir = "SegmentationClassAug" if split in ("train_aug", "trainaug") else "SegmentationClass"
+            label_dir = require_dir(os.path.join(root, label_dir), f"VOC {label_dir}", LAYOUT)
         list_dir = require_dir(os.path.join(root, "ImageSets", "Segmentation"),
                                "VOC ImageSets/Segmentation", LAYOUT)
         names = [split] + (["trainaug", "train_aug"] if split in ("train_aug", "trainaug") else [])

@@ -231,5 +231,6 @@ def test_evaluate_bad_input(trained, tmp_path):
         run_eval("--checkpoint", broken, "--dataset", "demo", "--data-path", data)
     lut = submission_lut(get_preset("cityscapes"))
     assert lut[:19].tolist() == [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
-    with pytest.raises(ValueError, match="--submission writes Cityscapes label ids"):
-        submission_lut(get_preset("ade20k"))
+    with pytest.raises(ValueError, match="'lip' preset has no benchmark server format; known: cityscapes"):
+        run_eval("--checkpoint", run, "--dataset", "lip", "--submission", "--output-dir", tmp_path / "lip")
+    assert not (tmp_path / "lip").exists()
