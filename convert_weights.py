@@ -21,7 +21,7 @@ import jittor_env  # noqa: F401  (must run before jittor is imported)
 
 from cli.arguments import Parser
 from cli.main import run_main
-from apis.export import EXPORT_TARGETS, export_pytorch
+from apis.export import EXPORT_TARGETS, export_onnx, export_pytorch
 from pretrained.backbone_keys import LAYOUTS
 from pretrained.converter import ARCHS, convert_file
 
@@ -70,6 +70,14 @@ export (--export TARGET SRC -o OUT.pth)
   A model the target cannot hold (another backbone or stem, the VAN neck, the
   CCL projection of --ccl) is refused before anything is written.
 
+ONNX (--onnx SRC -o OUT.onnx [--stride8])
+  The evaluation graph of the model in SRC (a train.py checkpoint, its run
+  folder, a .pkl or an official / mmseg .pth), opset 17, standard operators
+  only (the criss-cross attention as MatMul, Softmax and a -inf diagonal):
+  input image [N, 3, H, W] float32 normalised as the metadata's input_norm
+  says, dynamic N, H and W; output logits at the input size (--stride8: at
+  1/8). Needs the onnx package (requirements-dev.txt); onnxruntime runs it.
+
 exit status: 0 converted, 2 refused (the message says why and how to fix it).
 """
 
@@ -86,6 +94,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "with --export the .pth to write (required)")
     parser.add_argument("--export", default=None, choices=sorted(EXPORT_TARGETS), metavar="TARGET",
                         help="write SRC as a PyTorch checkpoint in TARGET's names: " + ", ".join(EXPORT_TARGETS))
+    parser.add_argument("--onnx", action="store_true",
+                        help="write the model of SRC (any model file of this project) as an ONNX graph (-o OUT.onnx)")
+    parser.add_argument("--stride8", action="store_true",
+                        help="with --onnx: logits at stride 8 (the head's resolution), not upsampled to the input")
     parser.add_argument("--arch", default=None,
                         help="target architecture (see below) or a ccnet_* preset; inferred if omitted")
     parser.add_argument("--from", dest="layout", default=None, choices=sorted(LAYOUTS),
@@ -102,11 +114,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if args.export:
+    if args.export and args.onnx:
+        parser.error("--export and --onnx write different files; give one of them")
+    if args.stride8 and not args.onnx:
+        parser.error("--stride8 goes with --onnx")
+    if args.export or args.onnx:
         given = [flag for flag, value in (("--arch", args.arch), ("--from", args.layout), ("--prefix", args.prefix),
                                           ("--verify", args.verify), ("--recurrence", args.recurrence)) if value]
         if given:
-            parser.error(f"{', '.join(given)} belong to converting a PyTorch file in; --export writes one out")
+            parser.error(f"{', '.join(given)} belong to converting a PyTorch file in; "
+                         f"{'--export' if args.export else '--onnx'} writes one out")
+        if args.onnx:
+            return run_main(export_onnx, args.src, args.output, not args.stride8)
         return run_main(export_pytorch, args.src, args.export, args.output)
     return run_main(convert_file, args.src, args.output, args.arch, args.layout, args.prefix, args.verify,
                         print, args.recurrence)

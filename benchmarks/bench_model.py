@@ -9,6 +9,9 @@ For each model preset (19 classes, random weights: speed does not depend on them
 * inference: eval mode, ``jt.no_grad``, a batch of ``--batch`` images at ``--size``; time per
   batch is the median of ``--repeat`` runs after ``--warmup`` runs, with ``jt.sync_all(True)``
   before each clock read; reported per image and as images per second;
+* inference of the same batch by onnxruntime on the CPU (the graph of ``convert_weights.py --onnx``,
+  ``models.onnx_export``; its default threads), timed the same way: what deployment outside
+  Jittor costs (mode ``onnx``; skipped with a note when onnx or onnxruntime is missing);
 * one training step at ``--train-size`` (``engine.train_loop.train_step``: forward in training mode,
   ``SegmentationLoss`` with the auxiliary head, backward, SGD with momentum 0.9 and weight
   decay 1e-4 from ``engine.optim.build_optimizer``), timed the same way;
@@ -38,7 +41,7 @@ from bench_common import NUM_CLASSES, cpu_model, measure_model, run_worker, use_
 
 DEFAULT_MODELS = ("ccnet_resnet50", "ccnet_resnet101", "ccnet_resnet50_mmseg", "ccnet_resnet101_mmseg",
                   "ccnet_van_b0", "ccnet_van_b1", "ccnet_van_b2", "ccnet_van_b3")
-MODES = ("infer", "train")
+MODES = ("infer", "onnx", "train")
 #: (evaluation size, training crop, batch): the presets' on a GPU, reduced on the CPU.
 GPU_SIZES = ((769, 769), (769, 769), 2)
 CPU_SIZES = ((257, 257), (129, 129), 1)
@@ -56,6 +59,41 @@ def _gpu_name() -> str | None:
 
 
 # -- one measurement, in a subprocess ------------------------------------------------
+
+def measure_onnx(model_name: str, size, batch: int, warmup: int, repeat: int) -> dict:
+    """onnxruntime (CPU) inference of ``model_name``'s ONNX graph on a batch at ``size``, in this process."""
+    import statistics
+
+    import numpy as np
+    import onnxruntime as ort
+    from bench_common import rss_kb, time_runs
+    from models import build_model
+    from models.onnx_export import build_onnx
+    from utils.jittor_fixes import materialize
+    use_device("cpu")
+    import jittor as jt
+    jt.set_seed(0)
+    model = build_model(model_name, NUM_CLASSES)
+    materialize(model.state_dict().values())
+    session = ort.InferenceSession(build_onnx(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    del model
+    h, w = size
+    x = np.random.default_rng(0).standard_normal((batch, 3, h, w)).astype(np.float32)
+    times = time_runs(lambda: session.run(["logits"], {"image": x}), warmup, repeat)
+    return {"model": model_name, "mode": "onnx", "device": "cpu", "size": [h, w], "batch": batch,
+            "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],
+            "peak_rss_mb": rss_kb("VmHWM") / 1024, "onnxruntime": ort.__version__}
+
+
+def onnx_missing() -> str | None:
+    """Why the onnx column cannot be measured here (None when it can)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return f"no onnxruntime column: {exc} (pip install -r requirements-dev.txt)"
+    return None
+
 
 def _run_worker(model_name: str, mode: str, size, args) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", model_name, "--mode", mode,
@@ -81,15 +119,16 @@ def print_table(rows: list[dict], args) -> None:
     print(f"\n{NUM_CLASSES} classes, float32, {args.device}; inference at {ev}, training step at {tr}, batch "
           f"{args.batch}; median of {args.repeat} after {args.warmup} warm-up; peak memory: {MEMORY[args.device]}")
     head = (f"{'model':22s} {'params M':>9s} {'backbone M':>10s} {'head M':>7s} {'GFLOPs':>8s} "
-            f"{'infer ms/img':>12s} {'img/s':>7s} {'infer peak MB':>13s} {'train step ms':>13s} "
-            f"{'train peak MB':>13s}")
+            f"{'infer ms/img':>12s} {'img/s':>7s} {'infer peak MB':>13s} {'ORT CPU ms/img':>14s} "
+            f"{'train step ms':>13s} {'train peak MB':>13s}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        p, inf, trn = r["parameters"], r.get("infer"), r.get("train")
+        p, inf, trn, ort = r["parameters"], r.get("infer"), r.get("train"), r.get("onnx")
         print(f"{r['model']:22s} {p['total'] / 1e6:9.2f} {p['backbone'] / 1e6:10.2f} {p['head'] / 1e6:7.2f} "
               f"{r['gflops']:8.4g} {_fmt(inf and inf['ms_per_image'], '12.1f')} "
               f"{_fmt(inf and inf['images_per_s'], '7.2f')} {_fmt(_peak(inf, args.device), '13.0f')} "
+              f"{_fmt(ort and ort['ms_per_image'], '14.1f')} "
               f"{_fmt(trn and trn['ms'], '13.1f')} {_fmt(_peak(trn, args.device), '13.0f')}")
 
 
@@ -138,10 +177,16 @@ def _resolve(args) -> bool:
 def run(args) -> int:
     """The benchmark: complexity here, the timings in one subprocess per preset and mode, the table, the JSON."""
     if args.worker:
-        print(json.dumps(measure_model(args.worker, args.mode, args.size, args.batch, args.warmup, args.repeat,
-                                 args.device)))
+        if args.mode == "onnx":
+            print(json.dumps(measure_onnx(args.worker, args.size, args.batch, args.warmup, args.repeat)))
+        else:
+            print(json.dumps(measure_model(args.worker, args.mode, args.size, args.batch, args.warmup, args.repeat,
+                                           args.device)))
         return 0
     reduced = _resolve(args)
+    if "onnx" in args.modes and onnx_missing():
+        print(onnx_missing(), flush=True)
+        args.modes = [m for m in args.modes if m != "onnx"]
     import jittor as jt
     from models.complexity import count_flops, count_parameters
     from models import build_model
@@ -159,9 +204,9 @@ def run(args) -> int:
         row = {"model": name, "parameters": {k: params[k] for k in ("total", "backbone", "head")},
                "gflops": flops["gflops"], "flops_by_kind": flops["by_kind"]}
         for mode in args.modes:
-            size = args.size if mode == "infer" else args.train_size
+            size = args.size if mode in ("infer", "onnx") else args.train_size
             result = _run_worker(name, mode, size, args)
-            if result and mode == "infer":
+            if result and mode in ("infer", "onnx"):
                 result["ms_per_image"] = result["ms"] / args.batch
                 result["images_per_s"] = 1000.0 * args.batch / result["ms"]
             row[mode] = result

@@ -39,6 +39,14 @@ def test_one_tiny_preset_end_to_end(tmp_path):
     for r in (infer, train):
         assert r["ms"] > 0 and len(r["ms_all"]) == 1 and r["peak_rss_mb"] > r["rss_at_start_mb"] > 0
     assert infer["images_per_s"] == pytest.approx(1000 / infer["ms"]) and infer["ms_per_image"] == infer["ms"]
+    onnx = row.get("onnx")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        assert onnx is None and "no onnxruntime column" in result.stdout
+    else:  # the same batch through onnxruntime on the CPU
+        assert onnx["size"] == [64, 96] and onnx["ms"] > 0 and onnx["ms_per_image"] == onnx["ms"]
+        assert "ORT CPU ms/img" in result.stdout
 
 
 def test_refusals(tmp_path):
