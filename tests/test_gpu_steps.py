@@ -82,15 +82,9 @@ def test_the_decision_rule():
     assert needed is None and "did not load cuDNN" in text
 
 
-def test_cpu_small_run_prints_parseable_results(tmp_path):
-    """Both parts with --device cpu --small: the lines parse, agree with the JSON, and the float32 gradient
+def check_amp_output(lines, record):
+    """gpu_amp_check.py --device cpu --small: the lines parse, agree with the JSON, and the float32 gradient
     matches the float64 reference; the AMP step went through the GradScaler."""
-    out = tmp_path / "amp.json"
-    proc = subprocess.run([sys.executable, AMP, "--device", "cpu", "--small", "--json", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, env=cpu_env(), timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
-    record = json.loads(out.read_text())
     grads = [words(line) for line in lines if line.startswith("conv-grad dtype=")]
     assert [g["dtype"] for g in grads] == ["float32", "float16"]
     for g in grads:
@@ -112,6 +106,16 @@ def test_cpu_small_run_prints_parseable_results(tmp_path):
     assert lines[-2].startswith("summary: conv wgrad rel. error f32") and record["summary"] in lines[-2]
     assert record["patches_in_place"] == [] and record["jittor_path"].endswith("jittor")
     assert record["cudnn_loaded"] is False  # the CPU
+
+
+def check_mpi_output(lines, record):
+    """gpu_nccl_check.py --device cpu --modes mpi --np 2: a training step timed in every rank."""
+    mpi = record["modes"]["mpi"]
+    assert [(r["rank"], r["world_size"], r["nccl"]) for r in mpi["ranks"]] == [(0, 2, False), (1, 2, False)]
+    assert mpi["ms"] == max(r["ms"] for r in mpi["ranks"]) > 0
+    line = words(next(x for x in lines if x.startswith("nccl-vs-mpi mode=mpi")))
+    assert line["np"] == "2" and float(line["ms"]) == pytest.approx(mpi["ms"], rel=1e-3)
+    assert "ratio_mpi_to_nccl" not in record  # one mode only
 
 
 def test_baseline_comparison(tmp_path):
@@ -203,22 +207,6 @@ def test_nccl_needs_cuda():
     assert proc.returncode == 2 and "NCCL needs CUDA" in proc.stderr
 
 
-@pytest.mark.skipif(not HAVE_MPI, reason="Open MPI not installed (mpirun/mpicc missing)")
-def test_mpi_mode_runs_a_training_step_in_every_rank(tmp_path):
-    out = tmp_path / "nccl.json"
-    proc = subprocess.run([sys.executable, NCCL, "--device", "cpu", "--modes", "mpi", "--np", "2", "--model",
-                           "ccnet_demo", "--size", "65", "65", "--batch", "1", "--warmup", "0", "--repeat", "1",
-                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, env=cpu_env(), timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    record = json.loads(out.read_text())
-    mpi = record["modes"]["mpi"]
-    assert [(r["rank"], r["world_size"], r["nccl"]) for r in mpi["ranks"]] == [(0, 2, False), (1, 2, False)]
-    assert mpi["ms"] == max(r["ms"] for r in mpi["ranks"]) > 0
-    line = words(next(x for x in proc.stdout.splitlines() if x.startswith("nccl-vs-mpi mode=mpi")))
-    assert line["np"] == "2" and float(line["ms"]) == pytest.approx(mpi["ms"], rel=1e-3)
-    assert "ratio_mpi_to_nccl" not in record  # one mode only
-
-
 # --------------------------------------------------------------------------- the steps in gpu_run.sh
 
 def gpu_run(args, env_extra=None, timeout=120):
@@ -259,16 +247,17 @@ def test_without_gpu_the_new_steps_are_skipped(tmp_path):
 @pytest.mark.skipif(not HAVE_MPI, reason="Open MPI not installed (mpirun/mpicc missing)")
 def test_the_steps_run_record_and_collect(tmp_path):
     """gpu_run.sh with a GPU assumed and a stand-in interpreter for the GPU venv, which runs the two
-    scripts on the CPU (tiny shapes): each step runs its script, keeps its JSON in the record, and its
-    summary line becomes the note that collect's table shows. Without the stand-in the real GPU runs fail
-    on this machine and are recorded as failed."""
+    scripts on the CPU (tiny shapes; the MPI mode with 2 processes): each step runs its script, keeps its
+    JSON in the record, and its summary line becomes the note that collect's table shows; the scripts'
+    outputs themselves are checked too (check_amp_output, check_mpi_output). Without the stand-in the real
+    GPU runs fail on this machine and are recorded as failed."""
     real = sys.executable
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     python = venv / "bin" / "python"
     python.write_text(f"""#!/bin/sh
 case "$1" in
-  benchmarks/gpu_amp_check.py) exec "{real}" "$@" --device cpu --small --parts conv ;;
+  benchmarks/gpu_amp_check.py) exec "{real}" "$@" --device cpu --small ;;
   benchmarks/gpu_nccl_check.py) exec "{real}" "$@" --device cpu --modes mpi --np 2 --model ccnet_demo \\
     --size 65 65 --batch 1 --warmup 0 --repeat 1 ;;
 esac
@@ -288,6 +277,10 @@ exec "{real}" "$@"
     assert records["amp-numerics"]["note"].startswith("conv wgrad rel. error f32 ")
     assert records["nccl-vs-mpi"]["json"] == str(work / "nccl_vs_mpi.json")
     assert records["nccl-vs-mpi"]["note"].startswith("mpi ") and records["nccl-vs-mpi"]["note"].endswith("(-np 2)")
+    check_amp_output((work / "amp-numerics.log").read_text().splitlines()[1:],
+                      json.loads((work / "amp_numerics.json").read_text()))
+    check_mpi_output((work / "nccl-vs-mpi.log").read_text().splitlines()[1:],
+                     json.loads((work / "nccl_vs_mpi.json").read_text()))
     merged = {s["name"]: s for s in json.loads(out.read_text())["steps"]}
     assert merged["amp-numerics"]["result"]["conv_weight_grad"]["float32"]["max_rel_error"] < 1e-5
     assert merged["nccl-vs-mpi"]["result"]["modes"]["mpi"]["np"] == 2
