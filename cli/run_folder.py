@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import time
 from typing import Optional
 
@@ -104,15 +105,16 @@ def claim(folder: str) -> None:
     try:
         fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        holder = ""
+        owner, holder = _lock_owner(f), ""
         for _ in range(40):  # the holder writes its name just after locking
             f.seek(0)
             holder = f.read().strip()
-            if holder:
+            if holder and _names(holder, owner):
                 break
             time.sleep(0.05)
         f.close()
-        holder = holder or "another process"
+        if not holder or not _names(holder, owner):
+            holder = f"process {owner}" if owner else "another process"
         raise RunFolderError(f"the run folder {folder} is in use by {holder}, which is training into it; wait "
                              f"for it to end (or stop it), or choose another --output-dir") from None
     f.seek(0)
@@ -122,10 +124,32 @@ def claim(folder: str) -> None:
     _HELD[folder] = f
 
 
+def _lock_owner(f) -> Optional[int]:
+    """The pid holding the lock on ``f`` (``F_GETLK``), or None where the system does not say (0 over NFS)."""
+    layout = "hhxxxxqqixxxx"  # struct flock on 64-bit Linux: type, whence, start, length, pid
+    try:
+        reply = fcntl.fcntl(f.fileno(), fcntl.F_GETLK, struct.pack(layout, fcntl.F_WRLCK, 0, 0, 0, 0))
+        pid = struct.unpack(layout, reply)[4]
+    except (OSError, struct.error):
+        return None
+    return pid or None
+
+
+def _names(holder: str, owner: Optional[int]) -> bool:
+    """Whether the lock file's ``holder`` line names the lock's ``owner``: a name left by an earlier holder
+    that was killed does not (a holder on another host cannot be checked from here and is believed)."""
+    if owner is None or holder.startswith(f"process {owner} "):
+        return True
+    return not holder.endswith(f" on {socket.gethostname()}")
+
+
 def release(folder: str) -> None:
     """Let go of the lock :func:`claim` took on ``folder`` (a no-op if this process holds none)."""
     f = _HELD.pop(os.path.abspath(folder), None)
     if f is not None:
+        f.seek(0)
+        f.truncate()  # no stale name for the next start to read while its holder has not written its own
+        f.flush()
         f.close()  # closing the file drops the lock
 
 

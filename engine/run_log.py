@@ -13,6 +13,7 @@ its curves continue those of the run it resumes without duplicates.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from utils.progress import progress_bar
 __all__ = ["RunLog", "peak_memory_mb", "read_log", "train_rows", "val_rows", "tensorboard_problem", "TENSORBOARD_DIR"]
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run folder
+_WRITERS = itertools.count(1)  # TensorBoard writers opened by this process
 
 
 def tensorboard_problem() -> Optional[str]:
@@ -84,7 +86,7 @@ class RunLog:
         self.board_dir = os.path.join(output_dir, TENSORBOARD_DIR) if tensorboard and output_dir and main else None
         # TensorBoard drops what an earlier run logged after the checkpoint this one resumes from
         self.purge_step = start_iter + 1 if start_iter else None
-        self.board, self.writers = None, 0
+        self.board = None
 
     def _scalars(self, iteration: int, values: dict) -> None:
         """TensorBoard scalars; the writer opens on first use and is closed (its queue written) by close()."""
@@ -92,10 +94,10 @@ class RunLog:
             return
         if self.board is None:
             from tensorboardX import SummaryWriter
-            # a file name of its own: tensorboardX names files by the second they are opened in
-            self.writers += 1
+            # tensorboardX names a file by the second it opens it in: the suffix keeps two writers of one
+            # second (a resume right after a stop, the final evaluation) apart, in the order they opened
             self.board = SummaryWriter(self.board_dir, purge_step=self.purge_step, flush_secs=10,
-                                       filename_suffix=f".{os.getpid()}.{self.writers}")
+                                       filename_suffix=f".{os.getpid()}.{next(_WRITERS):04d}")
             self.purge_step = None  # once: a writer reopened after close() (the final evaluation) adds
         for tag, value in values.items():
             if isinstance(value, (int, float)) and math.isfinite(value):

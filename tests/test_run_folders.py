@@ -110,3 +110,26 @@ def test_a_start_that_never_reached_an_iteration_does_not_block_the_next(blocks,
     (no_checkpoint / "log.jsonl").write_text('{"iter": 1, "loss": 1.0}\n')
     status, line = error_of(train_args(blocks, no_checkpoint, "--iters", 1), capsys)
     assert status == 2 and "no checkpoint to continue from" in line and "--resume" not in line
+
+
+def test_a_stale_name_in_the_lock_file_is_not_taken_for_the_holder(tmp_path):
+    """A holder killed before it could clear its name leaves it in the lock file; a later holder that has
+    locked but not yet written its own must not be reported under the dead one's name."""
+    import socket
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lock = folder / run_folder.LOCK
+    lock.write_text(f"process 999999 on {socket.gethostname()}\n")  # the killed holder's
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                               "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('locked', flush=True); "
+                               "sys.stdin.read()", str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(run_folder.RunFolderError, match=f"in use by process {holder.pid}, which"):
+            run_folder.claim(str(folder))
+    finally:
+        holder.communicate("", timeout=60)
+    run_folder.claim(str(folder))  # the holder ended: free again, and released without a name left behind
+    run_folder.release(str(folder))
+    assert lock.read_text() == ""
