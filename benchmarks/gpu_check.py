@@ -121,15 +121,17 @@ def find_nvcc() -> str | None:
     return next((p for p in places if p and os.path.isfile(p) and os.access(p, os.X_OK)), None)
 
 
-def build_kernels(build_dir: str) -> str:
-    """models/ops/cca_cuda_abi.cu built by nvcc for this GPU's architecture; the library's path."""
-    import torch
+def build_kernels(build_dir: str, arch: str | None = None) -> str:
+    """models/ops/cca_cuda_abi.cu built by nvcc for ``arch`` (default: this GPU's, e.g. sm_90); the library's
+    path. The CUDA runtime is linked statically, so the library needs only the driver."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise RuntimeError("no nvcc found (PATH, $CUDA_HOME, /usr/local/cuda)")
-    major, minor = torch.cuda.get_device_capability()
+    if arch is None:
+        import torch
+        arch = "sm_%d%d" % torch.cuda.get_device_capability()
     library = os.path.join(build_dir, "cca_cuda_abi.so")
-    cmd = [nvcc, "-std=c++14", "-O3", f"-arch=sm_{major}{minor}", "-shared", "-Xcompiler", "-fPIC",
+    cmd = [nvcc, "-std=c++14", "-O3", f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC",
            CCA_CUDA_ABI, "-o", library]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -103,3 +103,18 @@ def test_product_timing_table_on_the_emulated_kernels(emulated_kernels, monkeypa
     assert weight["gb_s"] == pytest.approx((2 * 2 * 35 + 11 * 35) * 4 / 2e-3 / 1e9)
     assert weight["pct_bandwidth"] == pytest.approx(100 * weight["gb_s"] / 1000)
     assert weight["tflop_s"] == pytest.approx(2 * 35 * 11 * 2 / 2e-3 / 1e12)
+
+
+def test_nvcc_builds_the_library_gpu_check_loads(tmp_path):
+    """The GPU benchmark's build of cca_cuda_abi.cu links and loads here; without a GPU its first launch
+    returns a CUDA error code (which gpu_check turns into an exception), an empty one returns 0."""
+    if gpu_check.find_nvcc() is None:
+        pytest.skip("nvcc not found")
+    library = gpu_check.build_kernels(str(tmp_path), arch="sm_80")
+    kernels = gpu_check.Kernels(library)
+    assert kernels.lib.cca_cuda_weight(0, None, None, None, 0, 8, 5, 5, None) == 0  # nothing to launch
+    if torch.cuda.is_available():
+        return
+    assert kernels.lib.cca_cuda_weight(0, None, None, None, 1, 8, 5, 5, None) != 0
+    with pytest.raises(RuntimeError, match="weight: CUDA error"):
+        kernels._check(kernels.lib.cca_cuda_weight(0, None, None, None, 1, 8, 5, 5, None), "weight")
