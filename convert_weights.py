@@ -64,8 +64,9 @@ whole CCNet checkpoints
 export (--export TARGET SRC -o OUT.pth)
   The other way: a train.py checkpoint, its run folder or a weights file
   (.pkl) written as a PyTorch checkpoint (torch.save's zip format, without
-  torch) in the names of another code base, BatchNorm num_batches_tracked
-  included; torch.load(OUT, weights_only=True) reads it. Targets:
+  torch) in the names of another code base (BatchNorm num_batches_tracked
+  included where the layout has it: not in the official InPlace-ABN
+  snapshots); torch.load(OUT, weights_only=True) reads it. Targets:
 """ + "".join(f"  {name:<20s}{text}\n" for name, text in EXPORT_TARGETS.items()) + """\
   A model the target cannot hold (another backbone or stem, the VAN neck, the
   CCL projection of --ccl) is refused before anything is written.

@@ -133,7 +133,9 @@ def convert_ccnet_mmseg(sd: Mapping[str, np.ndarray]) -> ConversionResult:
 
 def export_ccnet(sd: Mapping[str, np.ndarray], target: str) -> "OrderedDict[str, np.ndarray]":
     """Our whole-CCNet keys in the layout ``target`` ("official" or "mmseg"): the renames above read
-    backwards, mmcv's 0-d ``Scale`` for gamma, BatchNorm ``num_batches_tracked`` added.
+    backwards, mmcv's 0-d ``Scale`` for gamma. mmseg's BatchNorms get ``num_batches_tracked``; the
+    official snapshots have none (InPlace-ABN before 1.1 has no such buffer, and PyTorch's BatchNorm
+    fills it in when a state dict without version metadata lacks it), so neither does the export.
 
     Raises :class:`ConversionError` for what the layout cannot hold: another
     backbone (the official layout has the deep-stem ResNet, mmseg ResNetV1c),
@@ -160,7 +162,7 @@ def export_ccnet(sd: Mapping[str, np.ndarray], target: str) -> "OrderedDict[str,
             if name == "decode_head.cca.gamma.scale":
                 value = np.asarray(value).reshape(())  # mmcv Scale: a 0-d parameter
         out[name] = value
-    return with_bn_counters(out)
+    return out if target == "official" else with_bn_counters(out)
 
 
 def convert_ccnet_state_dict(sd: Mapping[str, np.ndarray], layout: Optional[str] = None) -> tuple[ConversionResult, str]:

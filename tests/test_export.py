@@ -51,6 +51,8 @@ def test_whole_model_round_trip_loads_strictly_and_gives_the_same_logits(tmp_pat
     fresh = TOfficialCCNet((3, 4, 6, 3), 5, 2) if layout == "official" else TMMSegCCNet((3, 4, 6, 3), 6, 2)
     fresh.load_state_dict(loaded, strict=True)  # every key, shape and dtype of the layout
     want = ref.state_dict()
+    if layout == "official":  # InPlace-ABN snapshots have no counters; PyTorch's BatchNorm fills them in
+        want = {k: v for k, v in want.items() if not k.endswith("num_batches_tracked")}
     assert list(loaded) == [k for k in want]  # the layout's own order, counters after running_var
     for key, value in want.items():
         if key.endswith("num_batches_tracked"):
