@@ -64,3 +64,35 @@ def np_ca_map_grad(a, v, g):
                 da[:, W + t, y, x] += (v[:, :, j, x] * g[:, :, y, x]).sum(1)
                 dv[:, :, j, x] += g[:, :, y, x] * a[:, W + t, y, x][:, None]
     return da, dv
+
+
+def _slots_3d(T, H, W, t, y, x):
+    """The (slot, (s, j, i)) pairs of position (t, y, x): row, column without self, time line without self."""
+    pairs = [(i, (t, y, i)) for i in range(W)]
+    pairs += [(W + u, (t, u if u < y else u + 1, x)) for u in range(H - 1)]
+    pairs += [(W + H - 1 + v, (v if v < t else v + 1, y, x)) for v in range(T - 1)]
+    return pairs
+
+
+def np_ca_weight_3d(q, k):
+    """Energies [B, T+H+W-2, T, H, W] of the 3-D criss-cross attention, from its definition."""
+    B, C, T, H, W = q.shape
+    e = np.zeros((B, T + H + W - 2, T, H, W))
+    for t in range(T):
+        for y in range(H):
+            for x in range(W):
+                for slot, (s, j, i) in _slots_3d(T, H, W, t, y, x):
+                    e[:, slot, t, y, x] = (q[:, :, t, y, x] * k[:, :, s, j, i]).sum(1)
+    return e
+
+
+def np_ca_map_3d(a, v):
+    """sum over the slots of attention x value, from the definition."""
+    B, C, T, H, W = v.shape
+    out = np.zeros_like(v)
+    for t in range(T):
+        for y in range(H):
+            for x in range(W):
+                for slot, (s, j, i) in _slots_3d(T, H, W, t, y, x):
+                    out[:, :, t, y, x] += v[:, :, s, j, i] * a[:, slot, t, y, x][:, None]
+    return out

@@ -1,0 +1,93 @@
+"""3-D (video) criss-cross attention reference: against a float64 numpy implementation of the definition,
+the 2-D op at T = 1, all-equal keys, finite differences."""
+import numpy as np
+import pytest
+
+import jittor as jt
+
+from cca_oracle import np_ca_map_3d, np_ca_weight_3d, np_softmax
+from models.ops.cca import ca_map, ca_weight
+from models.ops.cca3d import ca_map_3d, ca_weight_3d, criss_cross_attention_3d
+
+# [B, C, T, H, W]: T != H != W, T = 1, H = 1, W = 1, T = H = W = 1, two images, odd sizes
+SHAPES = [(2, 3, 3, 4, 5), (1, 2, 1, 4, 6), (1, 3, 4, 1, 5), (1, 2, 3, 5, 1), (1, 2, 1, 1, 1), (2, 2, 5, 3, 7)]
+
+
+@pytest.fixture(autouse=True)
+def keep_float64(float64):
+    """float64 inputs stay float64 (conftest's float64 fixture)."""
+
+
+def inputs(shape, seed=0):
+    B, C, T, H, W = shape
+    rng = np.random.default_rng(seed)
+    q, k = rng.standard_normal(shape), rng.standard_normal(shape)
+    v = rng.standard_normal((B, 2 * C + 1, T, H, W))
+    return q, k, v
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_the_definition(shape):
+    q, k, v = inputs(shape)
+    e = np_ca_weight_3d(q, k)
+    a = np_softmax(e, axis=1)
+    np.testing.assert_allclose(ca_weight_3d(jt.array(q), jt.array(k)).numpy(), e, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ca_map_3d(jt.array(a), jt.array(v)).numpy(), np_ca_map_3d(a, v), rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(criss_cross_attention_3d(jt.array(q), jt.array(k), jt.array(v)).numpy(),
+                               np_ca_map_3d(a, v), rtol=1e-12, atol=1e-12)
+
+
+def test_one_frame_is_the_2d_op():
+    q, k, v = inputs((2, 3, 1, 5, 7), seed=1)
+    e3 = ca_weight_3d(jt.array(q), jt.array(k)).numpy()[:, :, 0]
+    np.testing.assert_array_equal(e3, ca_weight(jt.array(q[:, :, 0]), jt.array(k[:, :, 0]), impl="reference").numpy())
+    a = np_softmax(e3, axis=1)
+    out3 = ca_map_3d(jt.array(a[:, :, None]), jt.array(v)).numpy()[:, :, 0]
+    np.testing.assert_allclose(out3, ca_map(jt.array(a), jt.array(v[:, :, 0]), impl="kernel").numpy(), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_self_counted_once():
+    """All keys equal: T + H + W - 2 equal energies per position, each weight exactly 1/(T+H+W-2)."""
+    B, C, T, H, W = 1, 3, 3, 4, 5
+    q, _, v = inputs((B, C, T, H, W), seed=2)
+    k = np.broadcast_to(np.arange(1.0, C + 1)[None, :, None, None, None], (B, C, T, H, W)).copy()
+    attention = jt.nn.softmax(ca_weight_3d(jt.array(q), jt.array(k)), dim=1).numpy()
+    np.testing.assert_allclose(attention, 1.0 / (T + H + W - 2), rtol=1e-12)
+    out = criss_cross_attention_3d(jt.array(q), jt.array(k), jt.array(v)).numpy()
+    expected = (v.sum(4, keepdims=True) + v.sum(3, keepdims=True) + v.sum(2, keepdims=True) - 2 * v) / (T + H + W - 2)
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 3, 2, 4), (1, 2, 2, 3, 1)])
+def test_gradients_match_finite_differences(shape):
+    q, k, v = inputs(shape, seed=3)
+    g = np.random.default_rng(4).standard_normal(v.shape)
+
+    def loss(q_, k_, v_):
+        return float((criss_cross_attention_3d(jt.array(q_), jt.array(k_), jt.array(v_)).numpy() * g).sum())
+
+    jq, jk, jv = jt.array(q), jt.array(k), jt.array(v)
+    grads = jt.grad((criss_cross_attention_3d(jq, jk, jv) * jt.array(g)).sum(), [jq, jk, jv])
+    rng = np.random.default_rng(5)
+    for which, (array, grad) in enumerate(zip((q, k, v), grads)):
+        for _ in range(4):
+            index = tuple(int(rng.integers(0, n)) for n in array.shape)
+            plus, minus = [x.copy() for x in (q, k, v)], [x.copy() for x in (q, k, v)]
+            plus[which][index] += 1e-6
+            minus[which][index] -= 1e-6
+            numeric = (loss(*plus) - loss(*minus)) / 2e-6
+            assert grad.numpy()[index] == pytest.approx(numeric, rel=1e-5, abs=1e-7)
+
+
+def test_clear_errors():
+    x = jt.zeros((1, 2, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"5-D \[B, C, T, H, W\]"):
+        ca_weight_3d(jt.zeros((1, 2, 4, 5)), jt.zeros((1, 2, 4, 5)))
+    with pytest.raises(ValueError, match="same shape"):
+        ca_weight_3d(x, jt.zeros((1, 2, 3, 4, 6)))
+    with pytest.raises(ValueError, match=r"T\+H\+W-2"):
+        ca_map_3d(jt.zeros((1, 9, 3, 4, 5)), x)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ca_weight_3d(x.int32(), x.int32())
