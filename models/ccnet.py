@@ -52,10 +52,11 @@ from jittor import nn
 
 from models.layers import BNAct, ChannelDropout, Conv2d, check_activation, resize
 from models.ops.cca import ca_map, ca_weight, check_impl, criss_cross_attention, position_softmax
+from models.ops.cca3d import criss_cross_attention_3d
 from utils.input_norm import InputNorm
 from utils.jittor_fixes import materialize
 
-__all__ = ["CrissCrossAttention", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
+__all__ = ["CrissCrossAttention", "CrissCrossAttention3D", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
 
 MAX_RECURRENCE = 3
 
@@ -87,6 +88,38 @@ class CrissCrossAttention(nn.Module):
 
     def execute(self, x: jt.Var) -> jt.Var:
         out = criss_cross_attention(self.query_conv(x), self.key_conv(x), self.value_conv(x), impl=self.impl)
+        return self.gamma * out + x
+
+
+class CrissCrossAttention3D(nn.Module):
+    """Criss-cross attention over a clip ``[B, C, T, H, W]``: ``gamma * attention(x) + x``, each position
+    attending to its row, column and temporal line (``models.ops.cca3d``).
+
+    The parameters are those of :class:`CrissCrossAttention` (1x1 query/key to ``in_channels // 8``,
+    value to ``in_channels``, ``gamma`` from 0), applied to every frame, so a 2-D module's weights load
+    unchanged; with one frame the two compute the same.
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        if in_channels < 8:
+            raise ValueError(f"in_channels must be at least 8 (query/key use in_channels // 8), got {in_channels}")
+        self.query_conv = Conv2d(in_channels, in_channels // 8, 1)
+        self.key_conv = Conv2d(in_channels, in_channels // 8, 1)
+        self.value_conv = Conv2d(in_channels, in_channels, 1)
+        self.gamma = jt.zeros((1,))
+
+    def _frames(self, conv: nn.Module, x: jt.Var) -> jt.Var:
+        """``conv`` on every frame of ``x [B, C, T, H, W]``."""
+        B, C, T, H, W = x.shape
+        y = conv(x.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W))
+        return y.reshape(B, T, y.shape[1], H, W).permute(0, 2, 1, 3, 4)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        if x.ndim != 5:
+            raise ValueError(f"CrissCrossAttention3D takes a clip [B, C, T, H, W], got shape {list(x.shape)}")
+        out = criss_cross_attention_3d(self._frames(self.query_conv, x), self._frames(self.key_conv, x),
+                                       self._frames(self.value_conv, x))
         return self.gamma * out + x
 
 

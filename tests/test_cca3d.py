@@ -91,3 +91,22 @@ def test_clear_errors():
         ca_map_3d(jt.zeros((1, 9, 3, 4, 5)), x)
     with pytest.raises(TypeError, match="float32 or float64"):
         ca_weight_3d(x.int32(), x.int32())
+
+
+def test_module_starts_as_identity_and_equals_the_2d_module_on_one_frame():
+    from models.ccnet import CrissCrossAttention, CrissCrossAttention3D
+    jt.set_global_seed(0)
+    two, three = CrissCrossAttention(16, impl="reference"), CrissCrossAttention3D(16)
+    three.load_state_dict(two.state_dict())  # the same parameters, so 2-D weights load unchanged
+    assert set(three.state_dict()) == set(two.state_dict())
+    clip = jt.array(np.random.default_rng(6).standard_normal((2, 16, 3, 5, 6)).astype(np.float32))
+    np.testing.assert_array_equal(three(clip).numpy(), clip.numpy())  # gamma = 0: the identity
+    two.gamma.assign(jt.array([0.7], dtype="float32"))
+    three.gamma.assign(jt.array([0.7], dtype="float32"))
+    frame = clip[:, :, :1]
+    np.testing.assert_allclose(three(frame).numpy()[:, :, 0], two(frame[:, :, 0]).numpy(), rtol=1e-5, atol=1e-5)
+    # with more frames the output differs from frame-by-frame 2-D attention: the time line takes part
+    by_frame = np.stack([two(clip[:, :, t]).numpy() for t in range(3)], axis=2)
+    assert np.abs(three(clip).numpy() - by_frame).max() > 1e-3
+    with pytest.raises(ValueError, match=r"clip \[B, C, T, H, W\]"):
+        three(clip[:, :, 0])

@@ -13,7 +13,7 @@ positions under one softmax. Slots (axis 1 of the energies and the attention):
 With ``T = 1`` these are exactly the 2-D op's slots (``models.ops.cca``), so
 the 3-D functions equal the 2-D ones. This module is the reference written
 with Jittor matmuls (gradients by autograd); the custom CPU and CUDA kernels
-are to come.
+are to come. The module built on it is ``models.ccnet.CrissCrossAttention3D``.
 """
 from __future__ import annotations
 
