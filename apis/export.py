@@ -33,6 +33,7 @@ import numpy as np
 from apis.model_files import load_model, read_model_file
 from pretrained.backbone_keys import export_backbone
 from pretrained.ccnet_keys import export_ccnet
+from utils.errors import missing_package
 from utils.fileio import atomic_write, check_output_file
 from utils.torch_writer import write_torch_state_dict
 
@@ -72,10 +73,9 @@ def export_pytorch(src: str, target: str, output: str, log: Callable[[str], None
 
 def onnx_problem() -> Optional[str]:
     """Why ``--onnx`` cannot work here (None when it can): the onnx package must import."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError as exc:
-        return (f"--onnx builds the graph with the onnx package, which does not import here ({exc}); "
+    missing = missing_package("onnx")
+    if missing:
+        return (f"--onnx builds the graph with the onnx package, which does not import here ({missing}); "
                 "pip install -r requirements-dev.txt (it pins onnx and onnxruntime)")
     return None
 

@@ -68,8 +68,9 @@ def configure(options: Mapping[str, Any], check_folder: bool = True) -> tuple[di
                 f"share of the batch and its random draws depend on that, so the run would not continue "
                 f"exactly; resume it with {'mpirun -np ' + str(saved_world) + ' ' if saved_world > 1 else ''}"
                 f"python train.py --resume ...")
-    if cfg.get("tensorboard") and tensorboard_problem():
-        raise ValueError(tensorboard_problem())
+    problem = tensorboard_problem() if cfg.get("tensorboard") else None
+    if problem:
+        raise ValueError(problem)
     if not check_folder:
         return cfg, checkpoint
     check_output_dir(cfg["output_dir"], "--output-dir")

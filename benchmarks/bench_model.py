@@ -38,6 +38,7 @@ import subprocess
 import sys
 
 from bench_common import NUM_CLASSES, cpu_model, measure_model, run_worker, use_device, write_record
+from utils.errors import missing_package  # noqa: E402  (bench_common put the project on the path)
 
 DEFAULT_MODELS = ("ccnet_resnet50", "ccnet_resnet101", "ccnet_resnet50_mmseg", "ccnet_resnet101_mmseg",
                   "ccnet_van_b0", "ccnet_van_b1", "ccnet_van_b2", "ccnet_van_b3")
@@ -83,16 +84,6 @@ def measure_onnx(model_name: str, size, batch: int, warmup: int, repeat: int) ->
     return {"model": model_name, "mode": "onnx", "device": "cpu", "size": [h, w], "batch": batch,
             "ms": 1000 * statistics.median(times), "ms_all": [1000 * t for t in times],
             "peak_rss_mb": rss_kb("VmHWM") / 1024, "onnxruntime": ort.__version__}
-
-
-def onnx_missing() -> str | None:
-    """Why the onnx column cannot be measured here (None when it can)."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        return f"no onnxruntime column: {exc} (pip install -r requirements-dev.txt)"
-    return None
 
 
 def _run_worker(model_name: str, mode: str, size, args) -> dict | None:
@@ -184,8 +175,9 @@ def run(args) -> int:
                                            args.device)))
         return 0
     reduced = _resolve(args)
-    if "onnx" in args.modes and onnx_missing():
-        print(onnx_missing(), flush=True)
+    missing = missing_package("onnx", "onnxruntime") if "onnx" in args.modes else None
+    if missing:
+        print(f"no onnxruntime column: {missing} (pip install -r requirements-dev.txt)", flush=True)
         args.modes = [m for m in args.modes if m != "onnx"]
     import jittor as jt
     from models.complexity import count_flops, count_parameters

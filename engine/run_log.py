@@ -27,6 +27,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
 from utils.comm import is_main
+from utils.errors import missing_package
 from utils.progress import progress_bar
 
 __all__ = ["RunLog", "peak_memory_mb", "read_log", "train_rows", "val_rows", "tensorboard_problem", "TENSORBOARD_DIR"]
@@ -37,10 +38,9 @@ _WRITERS = itertools.count(1)  # TensorBoard writers opened by this process
 
 def tensorboard_problem() -> Optional[str]:
     """Why ``--tensorboard`` cannot work here (None when it can): tensorboardX must be installed."""
-    try:
-        import tensorboardX  # noqa: F401
-    except ImportError as exc:
-        return (f"--tensorboard writes through the tensorboardX package, which does not import here ({exc}); "
+    missing = missing_package("tensorboardX")
+    if missing:
+        return (f"--tensorboard writes through the tensorboardX package, which does not import here ({missing}); "
                 "pip install -r requirements.txt (it pins tensorboardX), or train without --tensorboard")
     return None
 
