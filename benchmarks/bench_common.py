@@ -23,7 +23,7 @@ from utils.fileio import OutputError, check_output_file, write_json  # noqa: E40
 
 __all__ = ["ROOT", "NUM_CLASSES", "rss_kb", "jittor_peak_bytes", "use_device", "measure_model", "rel_error", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm",
            "torch_einsum", "fma_peak_gflops", "combine_rounds", "median_ratio", "time_runs", "CCA_CUDA_ABI",
-           "CCA_DTYPES", "load_cca_cuda_abi", "cca_products", "GPU_PEAKS", "gpu_peaks"]
+           "CCA_DTYPES", "find_nvcc", "load_cca_cuda_abi", "cca_products", "GPU_PEAKS", "gpu_peaks"]
 
 
 def rss_kb(field: str, pid="self") -> int:
@@ -307,6 +307,18 @@ def cca_inputs(shape, seed: int = 0):
 
 CCA_CUDA_ABI = os.path.join(ROOT, "models", "ops", "cca_cuda_abi.cu")
 CCA_DTYPES = {"float32": 0, "float16": 1, "float64": 2}  # the dtype codes of cca_cuda_abi.cu
+
+
+def find_nvcc() -> str | None:
+    """$JT_NVCC, nvcc on PATH, under $CUDA_HOME / $CUDA_PATH, /usr/local/cuda, or from the pip CUDA wheels."""
+    import shutil
+    import site
+    places = [os.environ.get("JT_NVCC"), shutil.which("nvcc")]
+    places += [os.path.join(os.environ[v], "bin", "nvcc") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    places.append("/usr/local/cuda/bin/nvcc")
+    for packages in site.getsitepackages():
+        places += [os.path.join(packages, "nvidia", sub, "bin", "nvcc") for sub in ("cu13", "cuda_nvcc")]
+    return next((p for p in places if p and os.path.isfile(p) and os.access(p, os.X_OK)), None)
 
 
 def load_cca_cuda_abi(library: str):

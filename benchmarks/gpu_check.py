@@ -38,13 +38,12 @@ import argparse
 import datetime
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 
-from bench_common import (CCA_CUDA_ABI, CCA_DTYPES, ROOT, cca_products, gpu_peaks, load_cca_cuda_abi,
+from bench_common import (CCA_CUDA_ABI, CCA_DTYPES, ROOT, cca_products, find_nvcc, gpu_peaks, load_cca_cuda_abi,
                           torch_bmm, torch_einsum, write_record)
 
 CHECK_SHAPES = [  # value shape [B, C, H, W]; query/key have max(C // 8, 1) channels
@@ -108,17 +107,6 @@ class _Launches:
             out.fill_(float("nan"))
         self._map(out, a.contiguous(), v.contiguous(), transposed, B, C, H, W)
         return out
-
-
-def find_nvcc() -> str | None:
-    """$JT_NVCC, nvcc on PATH, under $CUDA_HOME / $CUDA_PATH, /usr/local/cuda, or from the pip CUDA wheels."""
-    import site
-    places = [os.environ.get("JT_NVCC"), shutil.which("nvcc")]
-    places += [os.path.join(os.environ[v], "bin", "nvcc") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
-    places.append("/usr/local/cuda/bin/nvcc")
-    for packages in site.getsitepackages():
-        places += [os.path.join(packages, "nvidia", sub, "bin", "nvcc") for sub in ("cu13", "cuda_nvcc")]
-    return next((p for p in places if p and os.path.isfile(p) and os.access(p, os.X_OK)), None)
 
 
 def build_kernels(build_dir: str, arch: str | None = None) -> str:

@@ -45,26 +45,24 @@ class ADE20KDataset(SegmentationDataset):
         if os.path.isdir(os.path.join(root, "ADEChallengeData2016")):
             root = os.path.join(root, "ADEChallengeData2016")
         self.root = root
-        if self.split == "testing":
+        if self.split == "testing":  # the benchmark's unlabelled test images
             places = [os.path.join(outer, "release_test", "testing"), os.path.join(root, "images", "testing"),
                       os.path.join(os.path.dirname(os.path.abspath(root)), "release_test", "testing")]
             image_dir = require_dir(next((p for p in places if os.path.isdir(p)), places[0]),
                                     "ADE20K test images", LAYOUT)
+            label_dir = None
         else:
             image_dir = require_dir(os.path.join(root, "images", self.split),
                                     f"ADE20K images of split {self.split!r}", LAYOUT)
+            label_dir = require_dir(os.path.join(root, "annotations", self.split),
+                                    f"ADE20K annotations of split {self.split!r}", LAYOUT)
         images = {os.path.splitext(os.path.basename(p))[0]: p
                   for p in glob.glob(os.path.join(image_dir, "*.jpg"))}
         if not images:
             raise FileNotFoundError(f"no '*.jpg' images in {image_dir!r}.\nExpected layout:\n{LAYOUT}")
-        if self.split == "testing":
-            samples = pair_samples(images, None, image_dir)
-        else:
-            label_dir = require_dir(os.path.join(root, "annotations", self.split),
-                                    f"ADE20K annotations of split {self.split!r}", LAYOUT)
-            labels = {os.path.splitext(os.path.basename(p))[0]: p
-                      for p in glob.glob(os.path.join(label_dir, "*.png"))}
-            samples = pair_samples(images, labels, f"{image_dir} / {label_dir}")
+        labels = None if label_dir is None else {os.path.splitext(os.path.basename(p))[0]: p
+                                                 for p in glob.glob(os.path.join(label_dir, "*.png"))}
+        samples = pair_samples(images, labels, image_dir if label_dir is None else f"{image_dir} / {label_dir}")
         self._lut = make_lut({0: 255, 255: 255, **{k: k - 1 for k in range(1, self.NUM_CLASSES + 1)}})
         super().__init__(samples, self.NUM_CLASSES, transform=transform, **kwargs)
 

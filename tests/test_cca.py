@@ -2,7 +2,6 @@
 official index formulas, the plain-Jittor reference, finite differences."""
 import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 import jittor as jt
 
+from bench_common import find_nvcc
 from cca_oracle import np_ca_map, np_ca_weight, np_softmax
 from models.ccnet import CrissCrossAttention
 from models.ops.cca import ca_map, ca_weight, criss_cross_attention, position_softmax
@@ -238,9 +238,6 @@ def test_clear_errors():
 
 # -- CUDA source ----------------------------------------------------------------
 
-def _nvcc():
-    return shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
-
 
 @pytest.mark.parametrize("arch", ["sm_70", "sm_80", "sm_90"])
 def test_cuda_source_compiles_with_nvcc(arch, tmp_path):
@@ -249,7 +246,7 @@ def test_cuda_source_compiles_with_nvcc(arch, tmp_path):
 
     nvcc 13 cannot target sm_70 (V100); that case runs only where an older nvcc is found.
     """
-    nvcc = _nvcc()
+    nvcc = find_nvcc()  # the GPU benchmark's search (bench_common)
     if nvcc is None:
         pytest.skip("nvcc not found")
     listed = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True).stdout.split()
@@ -292,7 +289,7 @@ void run_%(name)s(%(type)s* __restrict__ in0_p, %(type)s* __restrict__ in1_p, %(
 def test_jittor_cuda_statements_compile_with_nvcc(tmp_path, monkeypatch):
     """The cuda_src statements that cca.py hands to jt.code (recorded while the CPU kernels run the
     forward and backward), compiled against cca_cuda.cuh in the names Jittor's code op defines."""
-    nvcc = _nvcc()
+    nvcc = find_nvcc()  # the GPU benchmark's search (bench_common)
     if nvcc is None:
         pytest.skip("nvcc not found")
     import models.ops.cca as cca

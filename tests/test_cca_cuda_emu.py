@@ -38,7 +38,7 @@ for _path in (ROOT, os.path.join(ROOT, "benchmarks"), HERE):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from bench_common import CCA_CUDA_ABI, CCA_DTYPES, load_cca_cuda_abi  # noqa: E402
+from bench_common import CCA_CUDA_ABI, CCA_DTYPES, find_nvcc, load_cca_cuda_abi  # noqa: E402
 from cca_oracle import np_ca_map, np_ca_map_grad, np_ca_weight, np_ca_weight_grad, np_softmax  # noqa: E402
 
 OPS = os.path.join(ROOT, "models", "ops")
@@ -59,9 +59,9 @@ FLOAT16_TOLERANCE = 2.0 ** -9
 
 
 def cuda_include() -> str | None:
-    """A folder with cuda_fp16.h: $CUDA_HOME, nvcc's toolkit, /usr/local/cuda."""
+    """A folder with cuda_fp16.h: $CUDA_HOME, the toolkit of the nvcc the GPU benchmark finds, /usr/local/cuda."""
     places = [os.path.join(os.environ[v], "include") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
-    nvcc = shutil.which("nvcc")
+    nvcc = find_nvcc()
     if nvcc:
         places.append(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "include"))
     places += ["/usr/local/cuda/include"] + sorted(glob.glob("/usr/local/cuda-*/include"))
