@@ -17,7 +17,9 @@ sources in ``cca_cpu.h`` and ``cca_cuda.cuh``, gradients through
 oracle of the tests. ``impl="auto"`` (the default) is the kernel on the CPU
 and :data:`CUDA_AUTO_IMPL` on CUDA. The official module built on them,
 ``gamma * ca_map(softmax(ca_weight(q, k)), v) + x``, is
-``models.ccnet.CrissCrossAttention``.
+``models.ccnet.CrissCrossAttention``. The same kernels take clips
+``[B, C, T, H, W]`` (``weight_kernel``, ``map_kernel``, ``attend_kernel``), for
+the video op of ``models.ops.cca3d``.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from models.precision import float16_enabled, float32
 from utils.jittor_fixes import ReleasingFunction, grad_as, reindex
 
 __all__ = ["ca_weight", "ca_map", "position_softmax", "criss_cross_attention", "check_impl", "resolve_impl", "IMPLS",
-           "CUDA_AUTO_IMPL"]
+           "CUDA_AUTO_IMPL", "weight_kernel", "map_kernel", "attend_kernel"]
 
 IMPLS = ("auto", "kernel", "reference")
 #: What ``impl="auto"`` runs on CUDA. The reference (cuBLAS matmuls through Jittor) until a GPU
@@ -41,8 +43,12 @@ IMPLS = ("auto", "kernel", "reference")
 CUDA_AUTO_IMPL = "reference"
 
 _CPU, _CUDA = "cca_cpu.h", "cca_cuda.cuh"
-_SIZES = "in0_shape0, in1_shape1, in0_shape2, in0_shape3"  # B, C (of the second input), H, W
-_SOFTMAX_SIZES = "in0_shape0, in0_shape1, (long long)in0_shape2 * in0_shape3"  # B, L, H*W
+# B, C (of the second input), H, W of images; B, C, T, H, W of clips
+_SIZES = {4: "in0_shape0, in1_shape1, in0_shape2, in0_shape3",
+          5: "in0_shape0, in1_shape1, in0_shape2, in0_shape3, in0_shape4"}
+# B, L and the positions per slot: H*W of images, T*H*W of clips
+_SOFTMAX_SIZES = {4: "in0_shape0, in0_shape1, (long long)in0_shape2 * in0_shape3",
+                  5: "in0_shape0, in0_shape1, (long long)in0_shape2 * in0_shape3 * in0_shape4"}
 
 
 def _cuda_call(call: str, what: str) -> str:
@@ -107,19 +113,22 @@ def _check_device_dtype(x: jt.Var) -> None:
 # -- the kernels -------------------------------------------------------------
 
 def _weight(p: jt.Var, q: jt.Var) -> jt.Var:
-    """E = weight(P, Q), see cca_cpu.h."""
-    B, _, H, W = p.shape
-    return kernel((B, H + W - 1, H, W), p.dtype, [p, q],
-                  cpu=(_CPU, f"cca_cpu::weight<in0_type>(in0_p, in1_p, out0_p, {_SIZES})"),
-                  cuda=(_CUDA, _cuda_call(f"weight<in0_type>(in0_p, in1_p, out0_p, {_SIZES})", "weight")))
+    """E = weight(P, Q) of images [B, C, H, W] or clips [B, C, T, H, W], see cca_cpu.h."""
+    if p.ndim == 5:
+        B, _, T, H, W = p.shape
+        shape, name = (B, T + H + W - 2, T, H, W), "weight3d"
+    else:
+        B, _, H, W = p.shape
+        shape, name = (B, H + W - 1, H, W), "weight"
+    call = f"{name}<in0_type>(in0_p, in1_p, out0_p, {_SIZES[p.ndim]})"
+    return kernel(shape, p.dtype, [p, q], cpu=(_CPU, f"cca_cpu::{call}"), cuda=(_CUDA, _cuda_call(call, name)))
 
 
 def _map(a: jt.Var, v: jt.Var, transposed: bool) -> jt.Var:
-    """O = map<transposed>(A, V), see cca_cpu.h."""
-    flag = "true" if transposed else "false"
-    return kernel(v.shape, v.dtype, [a, v],
-                  cpu=(_CPU, f"cca_cpu::map<in0_type, {flag}>(in0_p, in1_p, out0_p, {_SIZES})"),
-                  cuda=(_CUDA, _cuda_call(f"map<in0_type, {flag}>(in0_p, in1_p, out0_p, {_SIZES})", "map")))
+    """O = map<transposed>(A, V) of images or clips, see cca_cpu.h."""
+    name = "map3d" if v.ndim == 5 else "map"
+    call = f"{name}<in0_type, {'true' if transposed else 'false'}>(in0_p, in1_p, out0_p, {_SIZES[v.ndim]})"
+    return kernel(v.shape, v.dtype, [a, v], cpu=(_CPU, f"cca_cpu::{call}"), cuda=(_CUDA, _cuda_call(call, name)))
 
 
 class _CAWeight(ReleasingFunction):
@@ -154,15 +163,16 @@ class _CAMap(ReleasingFunction):
 
 
 class _PositionSoftmax(ReleasingFunction):
-    """softmax over axis 1 (the H+W-1 positions) with the CPU kernels of cca_cpu.h.
+    """softmax over axis 1 (the positions) with the CPU kernels of cca_cpu.h.
 
     Jittor's own softmax runs its max/exp/sum/divide passes as separate
     single-threaded kernels on the CPU.
     """
 
     def execute(self, energy: jt.Var) -> jt.Var:
+        sizes = _SOFTMAX_SIZES[energy.ndim]
         attention = kernel(energy.shape, energy.dtype, [energy],
-                           cpu=(_CPU, f"cca_cpu::softmax<in0_type>(in0_p, out0_p, {_SOFTMAX_SIZES})"))
+                           cpu=(_CPU, f"cca_cpu::softmax<in0_type>(in0_p, out0_p, {sizes})"))
         self.save(attention)
         return attention
 
@@ -170,12 +180,13 @@ class _PositionSoftmax(ReleasingFunction):
         attention, = self.saved()
         if grad_attention is None:
             return None
+        sizes = _SOFTMAX_SIZES[attention.ndim]
         return kernel(attention.shape, attention.dtype, [attention, grad_as(grad_attention, attention)],
-                      cpu=(_CPU, f"cca_cpu::softmax_grad<in0_type>(in0_p, in1_p, out0_p, {_SOFTMAX_SIZES})"))
+                      cpu=(_CPU, f"cca_cpu::softmax_grad<in0_type>(in0_p, in1_p, out0_p, {sizes})"))
 
 
 def position_softmax(energy: jt.Var) -> jt.Var:
-    """softmax of the energies [B, H+W-1, H, W] over the positions (axis 1)."""
+    """softmax of the energies over the positions (axis 1): [B, H+W-1, H, W], or [B, T+H+W-2, T, H, W] of a clip."""
     if jt.flags.use_cuda:
         return nn.softmax(energy, dim=1)
     return _PositionSoftmax.apply(energy)
@@ -228,14 +239,40 @@ def _criss_cross_attention_reference(query: jt.Var, key: jt.Var, value: jt.Var) 
 
 # -- public API ---------------------------------------------------------------
 
+def weight_kernel(query: jt.Var, key: jt.Var) -> jt.Var:
+    """The kernels' energies of images or clips, with gradients (the caller has checked the shapes)."""
+    _check_device_dtype(query)
+    return _CAWeight.apply(query, key)
+
+
+def map_kernel(attention: jt.Var, value: jt.Var) -> jt.Var:
+    """The kernels' aggregation of images or clips, with gradients (the caller has checked the shapes)."""
+    _check_device_dtype(value)
+    return _CAMap.apply(attention, value)
+
+
+def attend_kernel(query: jt.Var, key: jt.Var, value: jt.Var) -> jt.Var:
+    """softmax of the kernels' energies over the positions, then their aggregation, images or clips.
+
+    Mixed precision (models.precision): the energies and their softmax in float32 (no 1/sqrt(d)
+    scaling: float16 overflows); the aggregation in float16 only on the GPU (the CPU kernel has
+    none); the result in the value's type, so that float16 never leaves the op.
+    """
+    dtype = value.dtype
+    query, key, value = float32(query), float32(key), float32(value)
+    attention = position_softmax(weight_kernel(query, key))
+    if jt.flags.use_cuda and (float16_enabled() or str(dtype) == "float16"):
+        attention, value = attention.float16(), value.float16()
+    return map_kernel(attention, value).cast(dtype)
+
+
 def ca_weight(query: jt.Var, key: jt.Var, impl: str = "auto") -> jt.Var:
     """Criss-cross energies [B, H+W-1, H, W] of query and key [B, C, H, W] (official layout)."""
     impl = resolve_impl(impl)
     _check_weight_inputs(query, key)
     if impl == "reference":
         return _ca_weight_reference(query, key)
-    _check_device_dtype(query)
-    return _CAWeight.apply(query, key)
+    return weight_kernel(query, key)
 
 
 def ca_map(attention: jt.Var, value: jt.Var, impl: str = "auto") -> jt.Var:
@@ -244,8 +281,7 @@ def ca_map(attention: jt.Var, value: jt.Var, impl: str = "auto") -> jt.Var:
     _check_map_inputs(attention, value)
     if impl == "reference":
         return _ca_map_reference(attention, value)
-    _check_device_dtype(value)
-    return _CAMap.apply(attention, value)
+    return map_kernel(attention, value)
 
 
 def criss_cross_attention(query: jt.Var, key: jt.Var, value: jt.Var, impl: str = "auto") -> jt.Var:
@@ -255,14 +291,6 @@ def criss_cross_attention(query: jt.Var, key: jt.Var, value: jt.Var, impl: str =
     if value.ndim != 4 or value.shape[0] != query.shape[0] or value.shape[2:] != query.shape[2:]:
         raise ValueError(f"value must be [B, C, H, W] with the batch size and spatial size of query "
                          f"{list(query.shape)}, got {list(value.shape)}")
-    # Mixed precision (models.precision): the energies and their softmax in float32 (no 1/sqrt(d)
-    # scaling: float16 overflows); the aggregation in float16 only on the GPU (the CPU kernel has
-    # none); the result in the value's type, so that float16 never leaves the op.
-    dtype = value.dtype
-    query, key, value = float32(query), float32(key), float32(value)
     if impl == "reference":
-        return _criss_cross_attention_reference(query, key, value).cast(dtype)
-    attention = position_softmax(ca_weight(query, key))
-    if jt.flags.use_cuda and (float16_enabled() or str(dtype) == "float16"):
-        attention, value = attention.float16(), value.float16()
-    return ca_map(attention, value).cast(dtype)
+        return _criss_cross_attention_reference(float32(query), float32(key), float32(value)).cast(value.dtype)
+    return attend_kernel(query, key, value)

@@ -11,9 +11,12 @@ positions under one softmax. Slots (axis 1 of the energies and the attention):
   with ``s = v if v < t else v + 1`` (itself skipped).
 
 With ``T = 1`` these are exactly the 2-D op's slots (``models.ops.cca``), so
-the 3-D functions equal the 2-D ones. This module is the reference written
-with Jittor matmuls (gradients by autograd); the custom CPU and CUDA kernels
-are to come. The module built on it is ``models.ccnet.CrissCrossAttention3D``.
+the 3-D functions equal the 2-D ones. ``impl`` is that of the 2-D op:
+``"kernel"`` runs the custom kernels (``cca_cpu.h`` / ``cca_cuda.cuh``, the
+2-D kernels extended by the temporal lines), ``"reference"`` the plain-Jittor
+formulation below (gradients by autograd), ``"auto"`` the kernel on the CPU
+and ``CUDA_AUTO_IMPL`` on CUDA. The module built on them is
+``models.ccnet.CrissCrossAttention3D``.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
+from models.ops.cca import attend_kernel, map_kernel, resolve_impl, weight_kernel
+from models.precision import float32
 from utils.jittor_fixes import reindex
 
 __all__ = ["ca_weight_3d", "ca_map_3d", "criss_cross_attention_3d"]
@@ -29,16 +34,65 @@ __all__ = ["ca_weight_3d", "ca_map_3d", "criss_cross_attention_3d"]
 def _check(name: str, x: jt.Var) -> None:
     if x.ndim != 5:
         raise ValueError(f"{name} must be 5-D [B, C, T, H, W], got shape {list(x.shape)}")
-    if str(x.dtype) not in ("float32", "float64"):
-        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+    if str(x.dtype) not in ("float16", "float32", "float64"):
+        raise TypeError(f"{name} must be float16, float32 or float64, got {x.dtype}")
 
 
-def ca_weight_3d(query: jt.Var, key: jt.Var) -> jt.Var:
-    """Energies ``[B, T+H+W-2, T, H, W]`` of query and key ``[B, C, T, H, W]`` (slots: module docstring)."""
+def _check_weight_inputs(query: jt.Var, key: jt.Var) -> None:
     _check("query", query)
     _check("key", key)
     if query.shape != key.shape:
         raise ValueError(f"query and key must have the same shape, got {list(query.shape)} and {list(key.shape)}")
+    if query.dtype != key.dtype:
+        raise TypeError(f"query and key must have the same dtype, got {query.dtype} and {key.dtype}")
+
+
+def _check_map_inputs(attention: jt.Var, value: jt.Var) -> None:
+    _check("attention", attention)
+    _check("value", value)
+    B, _, T, H, W = value.shape
+    if list(attention.shape) != [B, T + H + W - 2, T, H, W]:
+        raise ValueError(f"attention must have shape [B, T+H+W-2, T, H, W] = {[B, T + H + W - 2, T, H, W]} for "
+                         f"value of shape {list(value.shape)}, got {list(attention.shape)}")
+    if attention.dtype != value.dtype:
+        raise TypeError(f"attention and value must have the same dtype, got {attention.dtype} and {value.dtype}")
+
+
+def ca_weight_3d(query: jt.Var, key: jt.Var, impl: str = "auto") -> jt.Var:
+    """Energies ``[B, T+H+W-2, T, H, W]`` of query and key ``[B, C, T, H, W]`` (slots: module docstring)."""
+    impl = resolve_impl(impl)
+    _check_weight_inputs(query, key)
+    if impl == "kernel":
+        return weight_kernel(query, key)
+    return _ca_weight_reference(query, key)
+
+
+def ca_map_3d(attention: jt.Var, value: jt.Var, impl: str = "auto") -> jt.Var:
+    """``value [B, C, T, H, W]`` aggregated with ``attention [B, T+H+W-2, T, H, W]`` over the same slots."""
+    impl = resolve_impl(impl)
+    _check_map_inputs(attention, value)
+    if impl == "kernel":
+        return map_kernel(attention, value)
+    return _ca_map_reference(attention, value)
+
+
+def criss_cross_attention_3d(query: jt.Var, key: jt.Var, value: jt.Var, impl: str = "auto") -> jt.Var:
+    """Softmax over the ``T + H + W - 2`` positions of each pixel, then the weighted sum of value."""
+    impl = resolve_impl(impl)
+    _check_weight_inputs(query, key)
+    _check("value", value)
+    if value.shape[0] != query.shape[0] or value.shape[2:] != query.shape[2:]:
+        raise ValueError(f"value must be [B, C, T, H, W] with the batch size and clip size of query "
+                         f"{list(query.shape)}, got {list(value.shape)}")
+    if impl == "kernel":
+        return attend_kernel(query, key, value)
+    query, key, dtype = float32(query), float32(key), value.dtype
+    return _ca_map_reference(nn.softmax(_ca_weight_reference(query, key), dim=1), float32(value)).cast(dtype)
+
+
+# -- the plain-Jittor reference ---------------------------------------------
+
+def _ca_weight_reference(query: jt.Var, key: jt.Var) -> jt.Var:
     B, _, T, H, W = query.shape
     # row [B, T, H, W(x), W(i)] -> [B, W(i), T, H, W(x)]
     parts = [jt.matmul(query.permute(0, 2, 3, 4, 1), key.permute(0, 2, 3, 1, 4)).permute(0, 4, 1, 2, 3)]
@@ -51,14 +105,8 @@ def ca_weight_3d(query: jt.Var, key: jt.Var) -> jt.Var:
     return jt.concat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
-def ca_map_3d(attention: jt.Var, value: jt.Var) -> jt.Var:
-    """``value [B, C, T, H, W]`` aggregated with ``attention [B, T+H+W-2, T, H, W]`` over the same slots."""
-    _check("attention", attention)
-    _check("value", value)
+def _ca_map_reference(attention: jt.Var, value: jt.Var) -> jt.Var:
     B, _, T, H, W = value.shape
-    if list(attention.shape) != [B, T + H + W - 2, T, H, W]:
-        raise ValueError(f"attention must have shape [B, T+H+W-2, T, H, W] = {[B, T + H + W - 2, T, H, W]} for "
-                         f"value of shape {list(value.shape)}, got {list(attention.shape)}")
     # row: out[b,c,t,y,x] += sum_i v[b,c,t,y,i] a[b,i,t,y,x]
     out = jt.matmul(value.permute(0, 2, 3, 1, 4), attention[:, :W].permute(0, 2, 3, 1, 4)).permute(0, 3, 1, 2, 4)
     if H > 1:  # a_col[b,t,x,j,y] = a[b, W + j - (y < j), t, y, x], 0 at j == y (index -1: out of range)
@@ -69,11 +117,3 @@ def ca_map_3d(attention: jt.Var, value: jt.Var) -> jt.Var:
         out = out + jt.matmul(value.permute(0, 3, 4, 1, 2), a_time).permute(0, 3, 4, 1, 2)
     return out
 
-
-def criss_cross_attention_3d(query: jt.Var, key: jt.Var, value: jt.Var) -> jt.Var:
-    """Softmax over the ``T + H + W - 2`` positions of each pixel, then the weighted sum of value."""
-    _check("value", value)
-    if value.shape[0] != query.shape[0] or value.shape[2:] != query.shape[2:]:
-        raise ValueError(f"value must be [B, C, T, H, W] with the batch size and clip size of query "
-                         f"{list(query.shape)}, got {list(value.shape)}")
-    return ca_map_3d(nn.softmax(ca_weight_3d(query, key), dim=1), value)
