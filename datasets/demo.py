@@ -20,8 +20,16 @@ Layouts:
 * ``ade20k``: ``ADEChallengeData2016`` with ADE class numbers (0 = other).
 * ``voc``: ``VOCdevkit/VOC2012`` with palette PNGs, a 255 border around
   objects, ImageSets lists, and ``SegmentationClassAug`` + ``train_aug.txt``.
+* ``video`` (:func:`write_video_clips`, the ``demo_video`` preset): a
+  different scene for the video (TPAMI) CCNet, short sequences of shapes
+  moving over a brick background in the CamVid SegNet layout plus every
+  frame in ``CamVid/frames/<seq>/``. Each labelled frame has a grey noise
+  rectangle over 25-40% of it while its neighbours are clean, and its label
+  is the scene under the rectangle: one frame cannot tell what is hidden
+  there, the frames around it can.
 
-Run ``python -m datasets.demo --root data/demo_cityscapes`` (see ``--help``).
+Run ``python -m datasets.demo --root data/demo_cityscapes`` or
+``python -m datasets.demo --layout video --root data/demo_video`` (see ``--help``).
 """
 from __future__ import annotations
 
@@ -33,7 +41,8 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["render_scene", "write_cityscapes", "write_ade20k", "write_voc", "main",
-           "SKY", "BUILDING", "VEGETATION", "ROAD", "CAR", "POLE", "EGO"]
+           "SKY", "BUILDING", "VEGETATION", "ROAD", "CAR", "POLE", "EGO",
+           "render_video_sequence", "write_video_clips", "video_frame_name", "VIDEO_NUM_CLASSES"]
 
 # Abstract scene classes drawn by render_scene; each layout maps them to its ids.
 SKY, BUILDING, VEGETATION, ROAD, CAR, POLE, EGO = range(7)
@@ -235,24 +244,202 @@ def write_voc(root: str, num_train: int = 12, num_val: int = 6, num_aug: int = 6
     return {k: len(v) for k, v in files.items()}
 
 
-WRITERS = {"cityscapes": write_cityscapes, "ade20k": write_ade20k, "voc": write_voc}
+# --------------------------------------------------------------------------- video demo
+
+# Classes of the video demo, in the ``demo_video`` preset's order; CamVid's void (11) is not used.
+VIDEO_BACKGROUND, VIDEO_DISC, VIDEO_SQUARE, VIDEO_TRIANGLE = range(4)
+VIDEO_NUM_CLASSES = 4
+# Saturated base colours (RGB) of the moving shapes, far from the muted background tones.
+SHAPE_COLORS = {VIDEO_DISC: (205, 55, 45), VIDEO_SQUARE: (45, 90, 210), VIDEO_TRIANGLE: (225, 195, 40)}
+BACKGROUND_TONES = np.array([(112, 122, 100), (138, 128, 104), (102, 106, 118), (124, 112, 110)], np.float32)
+VIDEO_SPLITS = ("train", "val", "test")
+
+
+def _shape(cls: int, cy: float, cx: float, size: float, ys: np.ndarray, xs: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, shade) of one shape centred at (cy, cx): shade is the class's brightness pattern."""
+    dy, dx = ys - cy, xs - cx
+    if cls == VIDEO_DISC:  # disc with a darker ring
+        r = np.sqrt(dy ** 2 + dx ** 2) / (size / 2)
+        return r <= 1, np.where((r > 0.45) & (r < 0.7), 0.65, 1.0)
+    if cls == VIDEO_SQUARE:  # square with a darker inner square
+        d = np.maximum(np.abs(dy), np.abs(dx)) / (size / 2)
+        return d <= 1, np.where(d < 0.45, 0.7, 1.0)
+    # triangle, apex up, base 1.15x its height; the bottom quarter darker
+    t = (dy + size / 2) / size  # 0 at the apex, 1 at the base
+    mask = (t >= 0) & (t <= 1) & (np.abs(dx) <= t * 0.575 * size)
+    return mask, np.broadcast_to(np.where(t > 0.75, 0.7, 1.0), mask.shape)
+
+
+def render_video_sequence(rng: np.random.Generator, num_frames: int = 33,
+                          labelled: tuple[int, ...] = (4, 12, 20, 28), height: int = 96, width: int = 128,
+                          occluded_fraction: tuple[float, float] = (0.25, 0.40)
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One video: (NxHxWx3 uint8 RGB frames, NxHxW uint8 classes, NxHxW bool occluders).
+
+    A static textured background (class 0) with 2-4 shapes (disc 1, square 2,
+    triangle 3; each class has its own colour and pattern) that glide 1-2.5
+    pixels per frame and bounce off the borders. Each frame in ``labelled``
+    gets a grey noise rectangle over ``occluded_fraction`` of its area, placed
+    so that it hides one whole shape where the shape fits inside it; the
+    classes stay those of the scene underneath. The other frames are clean,
+    so only the neighbouring frames tell what the rectangle hides.
+    """
+    h, w = height, width
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    xs = np.arange(w, dtype=np.float32)[None, :]
+
+    # Background: bricks of a muted tone, each brick a little lighter or
+    # darker, with darker joints (flat areas, so that the PNGs stay small).
+    tone = BACKGROUND_TONES[rng.integers(len(BACKGROUND_TONES))] + rng.uniform(-8, 8, 3).astype(np.float32)
+    bh, bw = int(rng.integers(10, 16)), int(rng.integers(18, 30))
+    yy = np.arange(h)[:, None] + int(rng.integers(bh))
+    row = yy // bh
+    xx = np.arange(w)[None, :] + int(rng.integers(bw)) + (row % 2) * (bw // 2)  # odd rows half a brick on
+    shades = rng.uniform(-16, 16, (int(row.max()) + 1, int(xx.max()) // bw + 1)).astype(np.float32)
+    background = tone + shades[row, xx // bw][..., None]
+    joints = (yy % bh == 0) | (xx % bw == 0)
+    background = np.round(background * np.where(joints, 0.75, 1.0)[..., None])
+
+    # Shapes: class, size, colour, start position and velocity.
+    n = int(rng.integers(2, 5))
+    classes = rng.integers(VIDEO_DISC, VIDEO_TRIANGLE + 1, n)
+    sizes = rng.uniform(0.21, 0.29, n) * min(h, w) * np.where(classes == VIDEO_TRIANGLE, 1.2, 1.0)
+    colors = [np.array(SHAPE_COLORS[int(c)], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
+              for c in classes]
+    half = np.stack([sizes / 2, sizes * np.where(classes == VIDEO_TRIANGLE, 0.575, 0.5)], 1)  # (n, 2) y, x
+    lo, hi = half, np.array([h, w], np.float64) - half      # where the centres may go: shapes stay whole
+    pos = rng.uniform(lo, hi)                               # (n, 2) centres (y, x)
+    angle, speed = rng.uniform(0, 2 * np.pi, n), rng.uniform(1.0, 2.5, n)
+    vel = np.stack([np.sin(angle), np.cos(angle)], 1) * speed[:, None]
+
+    frames = np.empty((num_frames, h, w, 3), np.uint8)
+    labels = np.empty((num_frames, h, w), np.uint8)
+    occluders = np.zeros((num_frames, h, w), bool)
+    for t in range(num_frames):
+        img = background.copy()
+        cls = np.full((h, w), VIDEO_BACKGROUND, np.uint8)
+        boxes = []
+        for k in range(n):  # later shapes are drawn on top
+            mask, shade = _shape(int(classes[k]), pos[k, 0], pos[k, 1], sizes[k], ys, xs)
+            img[mask] = (colors[k] * shade[..., None])[mask]
+            cls[mask] = classes[k]
+            my, mx = np.nonzero(mask)
+            boxes.append((my.min(), my.max() + 1, mx.min(), mx.max() + 1))
+        if t in labelled:
+            # The occluder: a grey noise rectangle; its top-left is drawn among
+            # the positions that contain the bounding box of one shape.
+            area = rng.uniform(*occluded_fraction) * h * w
+            aspect = rng.uniform(0.8, 1.6)  # width / height
+            oh = int(min(h, round(np.sqrt(area / aspect))))
+            ow = int(min(w, round(area / oh)))
+            y0, y1, x0, x1 = boxes[int(rng.integers(n))]
+            top = int(rng.integers(*sorted((max(0, y1 - oh), min(h - oh, y0) + 1))))
+            left = int(rng.integers(*sorted((max(0, x1 - ow), min(w - ow, x0) + 1))))
+            grey = rng.uniform(60, 190) + np.round(rng.normal(0, 35, (oh, ow, 1)) / 16) * 16
+            img[top:top + oh, left:left + ow] = grey
+            occluders[t, top:top + oh, left:left + ow] = True
+        frames[t] = img.clip(0, 255).astype(np.uint8)
+        labels[t] = cls
+        # Move; a shape that would leave the frame bounces off the border.
+        pos += vel
+        for axis in (0, 1):
+            below, above = pos[:, axis] < lo[:, axis], pos[:, axis] > hi[:, axis]
+            pos[below, axis] = 2 * lo[below, axis] - pos[below, axis]
+            pos[above, axis] = 2 * hi[above, axis] - pos[above, axis]
+            vel[below | above, axis] *= -1
+    return frames, labels, occluders
+
+
+def video_frame_name(seq: str, frame: int) -> str:
+    """File stem of frame ``frame`` of sequence ``seq``, as CamVid names them: ``Demo01_f00012``."""
+    return f"{seq}_f{frame:05d}"
+
+
+def _write_png(paths: list[str], image: np.ndarray) -> None:
+    """Encode ``image`` (RGB or a 2-D label) once and write the same bytes to every path."""
+    # Level 3: about 2.5x smaller than OpenCV's default for these frames, still fast.
+    bgr = image[..., ::-1] if image.ndim == 3 else image
+    ok, data = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise OSError(f"cannot encode {paths[0]!r}")
+    for path in paths:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data.tobytes())
+
+
+def write_video_clips(root: str, num_train_seqs: int = 24, num_val_seqs: int = 8, num_test_seqs: int = 4,
+                      labelled_per_seq: int = 4, label_every: int = 8, height: int = 96, width: int = 128,
+                      seed: int = 0) -> dict[str, int]:
+    """Write the video demo (see :func:`render_video_sequence`) in the CamVid SegNet layout with frames.
+
+    Layout (what the CamVid clip loader reads)::
+
+        <root>/CamVid/{train,val,test}/<seq>_f<frame:05d>.png       labelled frames (RGB, occluded)
+        <root>/CamVid/{train,val,test}annot/<seq>_f<frame:05d>.png  their classes (grayscale 0..3)
+        <root>/CamVid/frames/<seq>/<seq>_f<frame:05d>.png           every frame of every sequence
+
+    Sequences are ``Demo01``, ``Demo02``, ... numbered across the splits
+    (train first, then val, then test). Each has ``labelled_per_seq``
+    labelled frames, ``label_every`` frames apart, with ``label_every // 2``
+    clean frames before the first and after the last: a clip reaching at
+    most ``label_every // 2`` frames either side of its labelled frame (the
+    defaults: T = 5 with a stride of 1 or 2) stays inside its sequence and
+    meets no other occluded frame. A labelled frame's file in ``frames/`` is
+    the same file as in its split folder, occluder included. Each sequence comes from its own
+    generator, seeded by ``(seed, split, index)``: the same files on every
+    machine, and a split's sequences do not change with the other splits'
+    counts. Returns the number of labelled frames per split and of all frames.
+    """
+    margin = label_every // 2
+    labelled = tuple(margin + i * label_every for i in range(labelled_per_seq))
+    num_frames = labelled[-1] + margin + 1
+    base = os.path.join(root, "CamVid")
+    counts = {}
+    number = 0
+    splits = zip(VIDEO_SPLITS, (num_train_seqs, num_val_seqs, num_test_seqs))
+    for split_index, (split, num_seqs) in enumerate(splits):
+        for i in range(num_seqs):
+            number += 1
+            seq = f"Demo{number:02d}"
+            rng = np.random.default_rng([seed, split_index, i])
+            frames, labels, _ = render_video_sequence(rng, num_frames, labelled, height, width)
+            for t in range(num_frames):
+                name = video_frame_name(seq, t) + ".png"
+                paths = [os.path.join(base, "frames", seq, name)]
+                if t in labelled:
+                    paths.append(os.path.join(base, split, name))
+                    _write_png([os.path.join(base, split + "annot", name)], labels[t])
+                _write_png(paths, frames[t])
+        counts[split] = num_seqs * labelled_per_seq
+    counts["frames"] = number * num_frames
+    return counts
+
+
+WRITERS = {"cityscapes": write_cityscapes, "ade20k": write_ade20k, "voc": write_voc,
+           "video": write_video_clips}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="data/demo_cityscapes", help="output folder")
+    parser.add_argument("--root", default=None,
+                        help="output folder (default data/demo_cityscapes; data/demo_video for --layout video)")
     parser.add_argument("--layout", choices=sorted(WRITERS), default="cityscapes")
-    parser.add_argument("--num-train", type=int, default=None, help="training images")
-    parser.add_argument("--num-val", type=int, default=None, help="validation images")
+    parser.add_argument("--num-train", type=int, default=None, help="training images (video: sequences)")
+    parser.add_argument("--num-val", type=int, default=None, help="validation images (video: sequences)")
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     kwargs = {k: v for k, v in (("num_train", args.num_train), ("num_val", args.num_val),
                                 ("height", args.height), ("width", args.width)) if v is not None}
-    counts = WRITERS[args.layout](args.root, seed=args.seed, **kwargs)
-    print(f"wrote {args.layout} demo dataset to {args.root}: "
+    if args.layout == "video":  # its counts are sequences
+        kwargs = {{"num_train": "num_train_seqs", "num_val": "num_val_seqs"}.get(k, k): v for k, v in kwargs.items()}
+    root = args.root or ("data/demo_video" if args.layout == "video" else "data/demo_cityscapes")
+    counts = WRITERS[args.layout](root, seed=args.seed, **kwargs)
+    print(f"wrote {args.layout} demo dataset to {root}: "
           + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
