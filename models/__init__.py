@@ -20,12 +20,19 @@ preset                     backbone     stem / dilation                        a
 ``ccnet_van_b1..b3``       VAN-B1..B3   neck: stages 2-4 -> 512 @ 1/8          leaky 0.01    256  2      True
 ``ccnet_demo``             small VAN    dims 16-32-64-128, blocks 1-1-2-1;     leaky 0.01    32   2      True
                                         neck 64, head 64 (from scratch)
+``ccnet3d_resnet50``,      as the 2-D   the 2-D preset's network, the 3-D      as 2-D        as   3      as 2-D
+``ccnet3d_resnet101``,     preset       criss-cross attention over clips                     2-D
+``ccnet3d_van_b2``,                     [B, T, 3, H, W] (video CCNet)
+``ccnet3d_demo``
 =========================  ===========  =====================================  ============  ===  =====  =========
 
 The RCCA head is 512 channels wide (256 for VAN-B0, 64 for the demo); the
 auxiliary 3x3 conv has a bias except in the mmseg presets. ``align`` is the
 ``align_corners`` of the bilinear upsampling in the loss and in ``predict``
-(the official code uses True, the mmseg 512x1024 configs False).
+(the official code uses True, the mmseg 512x1024 configs False). The video
+presets (``ccnet3d_*``) have the parameters of their 2-D preset, so its
+checkpoints (and ImageNet backbones) initialise them; R = 3 because a
+position reaches every position of a clip in three passes.
 """
 from __future__ import annotations
 
@@ -77,8 +84,15 @@ MODEL_PRESETS: dict[str, dict] = {
                        neck_channels=64, **dict(_OFFICIAL_HEAD, channels=64, aux_channels=32)),
 }
 
+# The video CCNet (TPAMI version): each 2-D preset's network with the 3-D criss-cross attention over
+# clips [B, T, 3, H, W], and R = 3: a position reaches every position of the clip only in three passes
+# (row, column and time line each change one coordinate), as two passes reach the whole image in 2-D.
+VIDEO_PRESETS = {f"ccnet3d_{name[len('ccnet_'):]}": dict(MODEL_PRESETS[name], video=True, recurrence=3)
+                 for name in ("ccnet_resnet50", "ccnet_resnet101", "ccnet_van_b2", "ccnet_demo")}
+MODEL_PRESETS.update(VIDEO_PRESETS)
+
 _CCNET_ARGS = ("recurrence", "channels", "aux_channels", "aux_bias", "activation", "align_corners",
-               "neck_channels", "aux_index", "dropout", "cca_impl", "ccl_dim")
+               "neck_channels", "aux_index", "dropout", "cca_impl", "ccl_dim", "video")
 
 
 def build_backbone(name: str, pretrained: Optional[str] = None, **kwargs):

@@ -33,6 +33,15 @@ and the same structure under other names (``decode_head.convs.0.conv`` =
 The criss-cross attention itself (:class:`CrissCrossAttention`) is the
 official module over the op of :mod:`models.ops.cca`.
 
+The video CCNet of the TPAMI version (``video=True``) takes clips
+``[B, T, 3, H, W]``: the backbone runs on every frame (frames folded into the
+batch), the head's criss-cross attention is :class:`CrissCrossAttention3D`
+(rows, columns and temporal lines of the clip), and everything after it runs on
+the labelled frame only (index ``(T - 1) // 2``, ``utils.clips``), so the
+logits, the loss and the auxiliary head are the labelled frame's. Its
+parameters are the 2-D model's: a 2-D checkpoint loads unchanged, and a clip
+of one frame gives the 2-D model's output.
+
 VAN backbones (strides 4/8/16/32) have no stride-8 last stage. A small neck
 (``self.neck``) brings stages 2-4 to stride 8: stages 3 and 4 are upsampled
 bilinearly to the size of stage 2, the three maps are concatenated and fused
@@ -52,11 +61,13 @@ from jittor import nn
 
 from models.layers import BNAct, ChannelDropout, Conv2d, check_activation, resize
 from models.ops.cca import ca_map, ca_weight, check_impl, criss_cross_attention, position_softmax
-from models.ops.cca3d import criss_cross_attention_3d
+from models.ops.cca3d import ca_map_3d, ca_weight_3d, criss_cross_attention_3d
+from utils.clips import labelled_frame
 from utils.input_norm import InputNorm
 from utils.jittor_fixes import materialize
 
-__all__ = ["CrissCrossAttention", "CrissCrossAttention3D", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet"]
+__all__ = ["CrissCrossAttention", "CrissCrossAttention3D", "RCCAModule", "FCNAuxHead", "FeatureNeck", "CCNet",
+           "clip_to_frames", "frames_to_clip", "labelled_frames"]
 
 MAX_RECURRENCE = 3
 
@@ -100,27 +111,58 @@ class CrissCrossAttention3D(nn.Module):
     unchanged; with one frame the two compute the same.
     """
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, impl: str = "auto") -> None:
         super().__init__()
         if in_channels < 8:
             raise ValueError(f"in_channels must be at least 8 (query/key use in_channels // 8), got {in_channels}")
+        check_impl(impl)
+        self.impl = impl
         self.query_conv = Conv2d(in_channels, in_channels // 8, 1)
         self.key_conv = Conv2d(in_channels, in_channels // 8, 1)
         self.value_conv = Conv2d(in_channels, in_channels, 1)
         self.gamma = jt.zeros((1,))
 
-    def _frames(self, conv: nn.Module, x: jt.Var) -> jt.Var:
+    @staticmethod
+    def _frames(conv: nn.Module, x: jt.Var) -> jt.Var:
         """``conv`` on every frame of ``x [B, C, T, H, W]``."""
         B, C, T, H, W = x.shape
         y = conv(x.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W))
         return y.reshape(B, T, y.shape[1], H, W).permute(0, 2, 1, 3, 4)
 
-    def execute(self, x: jt.Var) -> jt.Var:
+    def _check(self, x: jt.Var) -> None:
         if x.ndim != 5:
             raise ValueError(f"CrissCrossAttention3D takes a clip [B, C, T, H, W], got shape {list(x.shape)}")
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        self._check(x)
         out = criss_cross_attention_3d(self._frames(self.query_conv, x), self._frames(self.key_conv, x),
-                                       self._frames(self.value_conv, x))
+                                       self._frames(self.value_conv, x), impl=self.impl)
         return self.gamma * out + x
+
+    def attention(self, x: jt.Var) -> tuple[jt.Var, jt.Var]:
+        """``(attention [B, T+H+W-2, T, H, W], the module's output)``: the softmax weights it applies."""
+        self._check(x)
+        attention = position_softmax(ca_weight_3d(self._frames(self.query_conv, x), self._frames(self.key_conv, x),
+                                                  impl=self.impl))
+        return attention, self.gamma * ca_map_3d(attention, self._frames(self.value_conv, x), impl=self.impl) + x
+
+
+def clip_to_frames(x: jt.Var) -> jt.Var:
+    """``[B, C, T, H, W]`` -> ``[B * T, C, H, W]`` (frames folded into the batch, clip-major)."""
+    B, C, T, H, W = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W)
+
+
+def frames_to_clip(x: jt.Var, frames: int) -> jt.Var:
+    """``[B * T, C, H, W]`` (clip-major) -> ``[B, C, T, H, W]``."""
+    N, C, H, W = x.shape
+    return x.reshape(N // frames, frames, C, H, W).permute(0, 2, 1, 3, 4)
+
+
+def labelled_frames(x: jt.Var, frames: int) -> jt.Var:
+    """The labelled frame of each clip from ``[B * T, C, H, W]`` (clip-major): ``[B, C, H, W]``."""
+    N, C, H, W = x.shape
+    return x.reshape(N // frames, frames, C, H, W)[:, labelled_frame(frames)]
 
 
 class RCCAModule(nn.Module):
@@ -131,6 +173,11 @@ class RCCAModule(nn.Module):
     with the input -> ``bottleneck`` (3x3 conv + BN + act, Dropout2d, 1x1
     classifier).
 
+    With ``video=True`` the input is the frames of clips, ``[B * T, C, h, w]``
+    (clip-major, ``frames=T`` passed to :meth:`execute`); the attention is
+    :class:`CrissCrossAttention3D` over each clip, and ``convb`` onwards runs on
+    the labelled frames, so the logits are ``[B, classes, h, w]``.
+
     Args:
         in_channels: channels of the input feature (2048 for ResNet).
         num_classes: output channels of the classifier.
@@ -138,13 +185,16 @@ class RCCAModule(nn.Module):
         activation: ``"leaky_relu"`` (official) or ``"relu"`` (mmsegmentation).
         dropout: Dropout2d probability before the classifier.
         cca_impl: ``"auto"``, ``"kernel"`` or ``"reference"`` (see ``models.ops.cca``).
+        video: the 3-D attention over clips.
     """
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 512,
-                 activation: str = "leaky_relu", dropout: float = 0.1, cca_impl: str = "auto") -> None:
+                 activation: str = "leaky_relu", dropout: float = 0.1, cca_impl: str = "auto",
+                 video: bool = False) -> None:
         super().__init__()
+        self.video = bool(video)
         self.conva = nn.Sequential(*_conv_bn_act(in_channels, channels, activation))
-        self.cca = CrissCrossAttention(channels, impl=cca_impl)
+        self.cca = (CrissCrossAttention3D if video else CrissCrossAttention)(channels, impl=cca_impl)
         self.convb = nn.Sequential(*_conv_bn_act(channels, channels, activation))
         self.bottleneck = nn.Sequential(
             *_conv_bn_act(in_channels + channels, channels, activation),
@@ -152,20 +202,33 @@ class RCCAModule(nn.Module):
             Conv2d(channels, num_classes, 1, bias=True),
         )
 
-    def execute(self, x: jt.Var, recurrence: int = 2, return_feature: bool = False):
+    def execute(self, x: jt.Var, recurrence: int = 2, return_feature: bool = False, frames: int = 1):
         """Logits; with ``return_feature`` also the RCCA feature (``convb``'s output, what is concatenated)."""
         out = self.conva(x)
-        for _ in range(recurrence):
-            out = self.cca(out)
+        if self.video:
+            out = frames_to_clip(out, frames)
+            for _ in range(recurrence):
+                out = self.cca(out)
+            out, x = out[:, :, labelled_frame(frames)], labelled_frames(x, frames)
+        else:
+            for _ in range(recurrence):
+                out = self.cca(out)
         out = self.convb(out)
         logits = self.bottleneck(jt.concat([x, out], dim=1))
         return (logits, out) if return_feature else logits
 
-    def attention_maps(self, x: jt.Var, recurrence: int = 2) -> list[jt.Var]:
-        """The softmax attention of each recurrence, ``[B, H+W-1, H, W]`` (official layout)."""
+    def attention_maps(self, x: jt.Var, recurrence: int = 2, frames: int = 1) -> list[jt.Var]:
+        """The softmax attention of each recurrence: ``[B, H+W-1, H, W]`` (official layout), or for video
+        ``[B, T+H+W-2, T, H, W]`` (``models.ops.cca3d``)."""
         cca = self.cca
         out = self.conva(x)
         maps = []
+        if self.video:
+            out = frames_to_clip(out, frames)
+            for _ in range(recurrence):
+                attention, out = cca.attention(out)
+                maps.append(attention)
+            return maps
         for _ in range(recurrence):
             attention = position_softmax(ca_weight(cca.query_conv(out), cca.key_conv(out), impl=cca.impl))
             maps.append(attention)
@@ -236,12 +299,16 @@ class CCNet(nn.Module):
         ccl_dim: if set, a 1x1 projection (``head_ccl``) of the RCCA feature to this
             many channels for the category consistent loss (TPAMI version,
             ``models.losses.ccl``); used in training only.
+        video: the video CCNet: inputs are clips ``[B, T, 3, H, W]`` (an image
+            ``[B, 3, H, W]`` is a clip of one frame), the head attends over the
+            clip, the outputs are the labelled frame's (module docstring).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, recurrence: int = 2, channels: int = 512,
                  aux_channels: Optional[int] = 512, aux_bias: bool = True, activation: str = "leaky_relu",
                  align_corners: bool = True, neck_channels: Optional[int] = None, aux_index: int = 2,
-                 dropout: float = 0.1, cca_impl: str = "auto", ccl_dim: Optional[int] = None) -> None:
+                 dropout: float = 0.1, cca_impl: str = "auto", ccl_dim: Optional[int] = None,
+                 video: bool = False) -> None:
         super().__init__()
         check_activation(activation)
         if num_classes < 1:
@@ -265,7 +332,8 @@ class CCNet(nn.Module):
             head_in = out_channels[-1]
         self.output_stride = 8
         self._scalar_params: Optional[list[jt.Var]] = None
-        self.head = RCCAModule(head_in, num_classes, channels, activation, dropout, cca_impl)
+        self.video = bool(video)
+        self.head = RCCAModule(head_in, num_classes, channels, activation, dropout, cca_impl, video=self.video)
         self.dsn = (FCNAuxHead(out_channels[aux_index], num_classes, aux_channels, activation, aux_bias, dropout)
                     if aux_channels else None)
         if ccl_dim is not None and ccl_dim < 1:
@@ -298,20 +366,41 @@ class CCNet(nn.Module):
             return features[-1]
         return self.neck([features[i] for i in self.neck_indices])
 
+    def _frames(self, x: jt.Var) -> tuple[jt.Var, int]:
+        """The input as the backbone takes it, and the frames per clip: a video model's clips
+        ``[B, T, 3, H, W]`` folded to ``[B * T, 3, H, W]``."""
+        if not self.video:
+            if x.ndim != 4:
+                raise ValueError(f"this CCNet takes images [B, 3, H, W], got shape {list(x.shape)}; clips "
+                                 f"[B, T, 3, H, W] need a video preset (ccnet3d_*)")
+            return x, 1
+        if x.ndim == 4:
+            return x, 1
+        if x.ndim != 5:
+            raise ValueError(f"a video CCNet takes clips [B, T, 3, H, W] or images [B, 3, H, W], "
+                             f"got shape {list(x.shape)}")
+        B, T = x.shape[:2]
+        return x.reshape(B * T, *x.shape[2:]), T
+
     def execute(self, x: jt.Var) -> Union[jt.Var, tuple]:
         """Training: ``(main, aux)`` logits at 1/8 (``aux`` None without an aux head), and the projected
-        RCCA feature as a third element when the model has the CCL projection. Eval: ``main``."""
+        RCCA feature as a third element when the model has the CCL projection. Eval: ``main``.
+        A video model's outputs are those of each clip's labelled frame."""
         self._sync_scalar_parameters()
+        x, frames = self._frames(x)
         features = self.backbone(x)
         ccl = self.head_ccl is not None and self.is_training()
-        main = self.head(self._head_input(features), self._recurrence, return_feature=ccl)
+        main = self.head(self._head_input(features), self._recurrence, return_feature=ccl, frames=frames)
         if not self.is_training():
             return main
         if ccl:
             main, feature = main
         aux = None
         if self.dsn is not None:
-            aux = resize(self.dsn(features[self.aux_index]), main.shape[2:], self.align_corners)
+            aux_input = features[self.aux_index]
+            if self.video:
+                aux_input = labelled_frames(aux_input, frames)
+            aux = resize(self.dsn(aux_input), main.shape[2:], self.align_corners)
         return (main, aux, self.head_ccl(feature)) if ccl else (main, aux)
 
     def predict(self, x: jt.Var, size: Optional[Sequence[int]] = None) -> jt.Var:
@@ -322,16 +411,18 @@ class CCNet(nn.Module):
         out = self(x)
         if isinstance(out, tuple):
             out = out[0]
-        return resize(out, x.shape[2:] if size is None else size, self.align_corners)
+        return resize(out, x.shape[-2:] if size is None else size, self.align_corners)
 
     def attention_maps(self, x: jt.Var) -> list[jt.Var]:
         """Softmax attention of each recurrence: ``recurrence`` tensors ``[B, H+W-1, h, w]``.
 
         Channel ``i < w`` is the row position ``(y, i)``; channel ``w + t`` the
         column position ``(t if t < y else t + 1, x)`` (official layout, see
-        ``models.ops.cca``). Recomputes the backbone and the head up to the last
-        attention.
+        ``models.ops.cca``). A video model's are ``[B, T+h+w-2, T, h, w]``, the
+        temporal line's slots after those (``models.ops.cca3d``). Recomputes the
+        backbone and the head up to the last attention.
         """
         self._sync_scalar_parameters()
+        x, frames = self._frames(x)
         features = self.backbone(x)
-        return self.head.attention_maps(self._head_input(features), self._recurrence)
+        return self.head.attention_maps(self._head_input(features), self._recurrence, frames=frames)

@@ -10,6 +10,7 @@
 ``input_norm``     the input normalisation a set of pretrained weights expects
 ``errors``         the base class of the errors a script reports in one line; optional packages
 ``sizes``          sizes given as ``N`` or ``(H, W)``
+``clips``          the frames of a video clip and which one is labelled
 ``formatting``     numbers as the tables print them
 ``progress``       the progress bars
 =================  ============================================================
