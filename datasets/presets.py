@@ -30,6 +30,11 @@ Sources of the numbers:
   evaluation at each image's own size (the images differ in size: evaluate with
   batch size 1).
 * ``demo`` is the generated dataset of :mod:`datasets.demo`.
+* ``demo_video`` is the generated video demo (``datasets.demo.write_video_clips``,
+  the CamVid layout with every frame): 96x128 frames, the whole frame as the
+  crop and no rescaling (the shapes keep their size and speed in pixels, so
+  a clip's neighbouring frames stay aligned); batch, lr and schedule as
+  ``demo``, our choice.
 """
 from __future__ import annotations
 
@@ -54,6 +59,8 @@ __all__ = [
     "LIP_CLASSES",
     "LIP_PALETTE",
     "LIP_FLIP_PAIRS",
+    "DEMO_VIDEO_CLASSES",
+    "DEMO_VIDEO_PALETTE",
 ]
 
 Color = tuple[int, int, int]
@@ -283,6 +290,12 @@ DEMO_TRAIN_IDS = (0, 2, 8, 10, 13)  # road, building, vegetation, sky, car
 DEMO_CLASSES = tuple(CITYSCAPES_CLASSES[i] for i in DEMO_TRAIN_IDS)
 DEMO_PALETTE = tuple(CITYSCAPES_PALETTE[i] for i in DEMO_TRAIN_IDS)
 
+# The generated video demo (datasets/demo.py, write_video_clips): its labels are
+# these class indices (0..3) in the CamVid SegNet layout; the colours are those
+# of the drawn shapes.
+DEMO_VIDEO_CLASSES = ("background", "disc", "square", "triangle")
+DEMO_VIDEO_PALETTE: tuple[Color, ...] = ((70, 70, 70), (205, 55, 45), (45, 90, 210), (225, 195, 40))
+
 
 # --------------------------------------------------------------------------- presets
 
@@ -413,6 +426,23 @@ PRESETS: dict[str, DatasetPreset] = {
         lr=1e-2,
         weight_decay=1e-4,
         cityscapes_train_ids=DEMO_TRAIN_IDS,
+    ),
+    "demo_video": DatasetPreset(
+        name="demo_video",
+        num_classes=len(DEMO_VIDEO_CLASSES),
+        class_names=DEMO_VIDEO_CLASSES,
+        palette=DEMO_VIDEO_PALETTE,
+        train_split="train",
+        val_split="val",
+        crop_size=(96, 128),  # the whole generated frame
+        scales=(1.0,),  # no rescaling
+        base_size=None,
+        test_mode="whole",
+        test_size=None,
+        iters=600,
+        batch_size=8,
+        lr=1e-2,
+        weight_decay=1e-4,
     ),
 }
 

@@ -77,7 +77,7 @@ def demo_root(tmp_path_factory):
 # ----------------------------------------------------------------------------- presets
 
 def test_presets_and_lookup():
-    assert set(PRESETS) == {"cityscapes", "ade20k", "voc", "demo", "camvid", "camvid32", "lip"}
+    assert set(PRESETS) == {"cityscapes", "ade20k", "voc", "demo", "demo_video", "camvid", "camvid32", "lip"}
     cs = get_preset("cityscapes")
     assert (cs.num_classes, cs.ignore_index, cs.crop_size) == (19, 255, (769, 769))
     assert cs.scales == (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1)
@@ -94,7 +94,7 @@ def test_presets_and_lookup():
     assert voc.palette[:3] == ((0, 0, 0), (128, 0, 0), (0, 128, 0)) and voc_palette(256)[255] == (224, 224, 192)
     d = get_preset("demo")
     assert d.class_names == ("road", "building", "vegetation", "sky", "car") and d.num_classes == 5
-    with pytest.raises(ValueError, match="ade20k, camvid, camvid32, cityscapes, demo, lip, voc"):
+    with pytest.raises(ValueError, match="ade20k, camvid, camvid32, cityscapes, demo, demo_video, lip, voc"):
         get_preset("kitti")
 
 

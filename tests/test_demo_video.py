@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import demo
+from datasets import demo, get_preset
 
 # Small on purpose: 2 labelled frames 8 apart, 4 clean frames before the first
 # and after the last -> frames 0..16, labelled 4 and 12.
@@ -124,3 +124,12 @@ def test_one_frame_cannot_see_under_the_occluder_its_neighbours_can():
     assert min(hidden) >= 0.2 and 0.45 <= np.mean(hidden) <= 0.8
     assert miou(single) < 0.6 and miou(neighbour) > 0.85
 
+
+def test_preset_matches_the_generator():
+    p = get_preset("demo_video")
+    assert p.num_classes == demo.VIDEO_NUM_CLASSES == len(p.class_names)
+    assert p.class_names == ("background", "disc", "square", "triangle")
+    assert [p.palette[c] for c in (demo.VIDEO_DISC, demo.VIDEO_SQUARE, demo.VIDEO_TRIANGLE)] == \
+        [demo.SHAPE_COLORS[c] for c in (demo.VIDEO_DISC, demo.VIDEO_SQUARE, demo.VIDEO_TRIANGLE)]
+    assert (p.crop_size, p.scales, p.train_split, p.val_split, p.ignore_index) == \
+        ((96, 128), (1.0,), "train", "val", 255)
