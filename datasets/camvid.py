@@ -30,6 +30,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
+from utils.clips import clip_offsets, labelled_frame
+
 from .base import (DatasetError, Sample, SegmentationDataset, make_lut, open_label, pair_samples, read_image,
                    require_dir)
 from .presets import CAMVID32_CLASSES
@@ -208,7 +210,8 @@ class CamVidClipDataset(CamVidDataset):
                  transform: Optional[Callable] = None, num_classes: int = NUM_CLASSES, **kwargs: Any) -> None:
         self.clip_length = _positive_int(clip_length, "clip_length")
         self.clip_stride = _positive_int(clip_stride, "clip_stride")
-        self.label_frame = (self.clip_length - 1) // 2
+        self.label_frame = labelled_frame(self.clip_length)   # utils.clips: the one definition of a clip
+        self.offsets = clip_offsets(self.clip_length, self.clip_stride)
         super().__init__(root, split, transform=transform, num_classes=num_classes, **kwargs)
         self.frames_dir = os.path.join(self.root, FRAMES_DIR)
         self.clips = self._clip_paths()
@@ -227,8 +230,8 @@ class CamVidClipDataset(CamVidDataset):
             numbers = present[key]
             low, high = (min(numbers), max(numbers)) if numbers else (0, None)
             paths = []
-            for k in range(self.clip_length):
-                number = max(label_name.number + (k - self.label_frame) * self.clip_stride, low)
+            for k, offset in enumerate(self.offsets):
+                number = max(label_name.number + offset, low)
                 number = min(number, high) if high is not None else number
                 if number == label_name.number:
                     paths.append(sample.image)

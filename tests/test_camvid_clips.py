@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import (CLIP_LAYOUT, PRESETS, CamVidClipDataset, CamVidDataset, DatasetError, build_dataset,
-                      frame_name, get_preset, parse_frame_name, sequence_frame_name)
+from datasets import (CLIP_LAYOUT, CamVidClipDataset, CamVidDataset, DatasetError, build_dataset, frame_name,
+                      get_preset, parse_frame_name, sequence_frame_name)
 from datasets.camvid import SEQUENCE_NAMING
 from datasets.transforms import build_train_transform
 from utils.input_norm import CAFFE_BGR, IMAGENET_RGB
@@ -278,7 +278,6 @@ def test_build_dataset_clip_arguments(clip_root, tmp_path):
         build_dataset("camvid", clip_root, input_norm=CAFFE_BGR, clip_stride=2)
 
 
-@pytest.mark.skipif("demo_video" not in PRESETS, reason="the demo_video preset is not there yet")
 def test_build_dataset_demo_video_uses_the_clip_layout(tmp_path):
     """The generated video demo: the same layout, the preset's fewer classes (11 stays void)."""
     preset = get_preset("demo_video")
@@ -294,6 +293,21 @@ def test_build_dataset_demo_video_uses_the_clip_layout(tmp_path):
     write_label(os.path.join(base, "valannot", "0016E5_00390.png"), np.full((H, W), preset.num_classes))
     with pytest.raises(DatasetError, match=rf"values \[{preset.num_classes}\]"):
         build_dataset("demo_video", str(tmp_path), input_norm=CAFFE_BGR, clip_length=3)[0]
+
+
+def test_the_generated_video_demo_loads_as_clips(tmp_path):
+    """datasets.demo's video layout (the demo_video preset) through build_dataset with clips."""
+    from datasets import demo
+    counts = demo.write_video_clips(str(tmp_path), num_train_seqs=2, num_val_seqs=1, num_test_seqs=1,
+                                    labelled_per_seq=2, label_every=4, height=24, width=32)
+    ds = build_dataset("demo_video", str(tmp_path), train=True, input_norm=CAFFE_BGR, batch_size=2,
+                       crop_size=(24, 32), clip_length=5, clip_stride=1)
+    assert isinstance(ds, CamVidClipDataset) and ds.num_samples == counts["train"] == 4
+    image, label, meta = next(iter(ds))
+    assert tuple(image.shape) == (2, 5, 3, 24, 32) and tuple(label.shape) == (2, 24, 32)
+    assert set(np.unique(label.numpy())) <= set(range(get_preset("demo_video").num_classes)) | {255}
+    for frames, path in zip(meta["frames"], meta["image_path"]):
+        assert frames[2] == path and all(os.path.isfile(f) for f in frames)
 
 
 # ----------------------------------------------------------------------------- errors
