@@ -1,4 +1,4 @@
-"""CamVid video clips (CamVidClipDataset, build_dataset(clip_length=...)).
+"""CamVid video clips (CamVidClipDataset, build_dataset(clip_length=...)) and scripts/extract_camvid_frames.py.
 
 The fixture tree uses the real SegNet file names of the four CamVid sequences;
 every frame's pixels encode its frame number (R + 256 G) and where it was read
@@ -6,9 +6,13 @@ from (B: 200 for a labelled image of a split folder, 100 for a frame of
 ``frames/<sequence>/``), so a test reads back which frame landed where.
 """
 import dataclasses
+import errno
+import importlib.util
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -21,6 +25,8 @@ from datasets.camvid import SEQUENCE_NAMING
 from datasets.transforms import build_train_transform
 from utils.input_norm import CAFFE_BGR, IMAGENET_RGB
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "extract_camvid_frames.py")
 H, W = 12, 16
 LABELLED, FRAME = 200, 100   # the B value of a labelled image / of a frames-folder frame
 
@@ -381,3 +387,154 @@ def test_num_classes_for_generated_datasets(tmp_path):
     with pytest.raises(DatasetError, match=r"values \[7\].*5 classes"):
         CamVidClipDataset(str(tmp_path), "train", 3, num_classes=5)[0]
     np.testing.assert_array_equal(CamVidDataset(str(tmp_path), "train")[0][1], 7)   # 11 classes: 7 is a class
+
+
+# ----------------------------------------------------------------------------- frame extraction
+
+@pytest.fixture(scope="module")
+def extractor():
+    spec = importlib.util.spec_from_file_location("extract_camvid_frames", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LEVELS = (10, 50, 90, 130, 170, 210, 250)   # the grey level of each frame of the test video
+
+
+def write_video(path, levels=LEVELS, h=24, w=32):
+    """An MJPG .avi whose frame i is uniformly grey at levels[i]."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (w, h))
+    assert writer.isOpened()
+    for level in levels:
+        writer.write(np.full((h, w, 3), level, np.uint8))
+    writer.release()
+    return str(path)
+
+
+def grey_level(path):
+    image = cv2.imread(str(path))
+    return int(np.round(image.mean()))
+
+
+def pngs(folder):
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def test_extract_names_every_frame(extractor, tmp_path, capsys):
+    video = write_video(tmp_path / "01TP_extract.avi")
+    out = tmp_path / "CamVid" / "frames"
+    assert extractor.main([video, "--sequence", "0006R0", "--out", str(out)]) == 0
+    names = pngs(out / "0006R0")
+    assert names == [f"0006R0_f{n:05d}.png" for n in range(7)]
+    for name, level in zip(names, LEVELS):
+        assert abs(grey_level(out / "0006R0" / name) - level) <= 3   # MJPG is lossy, the order is not
+    assert "wrote 7 frames 0006R0_f00000.png .. 0006R0_f00006.png" in capsys.readouterr().out
+
+    assert extractor.main([video, "--sequence", "0001TP", "--out", str(out), "--first-frame", "6660",
+                           "--size", "16x12"]) == 0
+    names = pngs(out / "0001TP")
+    assert names == [f"0001TP_{n:06d}.png" for n in range(6660, 6667)]
+    assert cv2.imread(str(out / "0001TP" / names[0])).shape == (12, 16, 3)
+
+    assert extractor.main([video, "--sequence", "Seq05VD", "--out", str(out), "--first-frame", "-2"]) == 0
+    names = pngs(out / "Seq05VD")
+    assert names == [f"Seq05VD_f{n:05d}.png" for n in range(5)]          # frames -2, -1 skipped
+    assert abs(grey_level(out / "Seq05VD" / names[0]) - LEVELS[2]) <= 3
+    assert "(2 frame(s) before frame 0 skipped)" in capsys.readouterr().out
+
+
+def test_extracted_frames_feed_the_clip_loader(extractor, tmp_path):
+    """The script's output is the loader's layout: extract at the labelled size, then load clips."""
+    base = make_clip_tree(tmp_path, splits={"train": ["0016E5_00390"]}, frames={})
+    video = write_video(tmp_path / "0016E5.avi")
+    assert extractor.main([video, "--sequence", "0016E5", "--out", os.path.join(base, "frames"),
+                           "--first-frame", "387", "--size", f"{W}x{H}"]) == 0
+    ds = CamVidClipDataset(str(tmp_path), "train", 5, clip_stride=2)
+    image, _, meta = ds[0]
+    assert [os.path.basename(p) for p in meta["frames"]] == [
+        "0016E5_00387.png", "0016E5_00388.png", "0016E5_00390.png", "0016E5_00392.png", "0016E5_00393.png"]
+    assert decode(image[2]) == (390, LABELLED)
+    levels = [int(np.round(image[t].mean())) for t in (0, 1, 3, 4)]   # frames 387, 388, 392, 393 = video 0, 1, 5, 6
+    assert all(abs(a - b) <= 3 for a, b in zip(levels, (10, 50, 210, 250)))
+
+
+def test_extract_refuses_existing_output_and_bad_videos(extractor, tmp_path, capsys):
+    video = write_video(tmp_path / "0005VD.avi")
+    out = tmp_path / "frames"
+    assert extractor.main([video, "--sequence", "Seq05VD", "--out", str(out)]) == 0
+    before = {n: os.path.getmtime(out / "Seq05VD" / n) for n in pngs(out / "Seq05VD")}
+    capsys.readouterr()
+    assert extractor.main([video, "--sequence", "Seq05VD", "--out", str(out), "--first-frame", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "already holds 7 file(s); pass --overwrite" in err
+    assert {n: os.path.getmtime(out / "Seq05VD" / n) for n in pngs(out / "Seq05VD")} == before
+    # --overwrite: the new numbering replaces the old one completely
+    assert extractor.main([video, "--sequence", "Seq05VD", "--out", str(out), "--first-frame", "3",
+                           "--overwrite"]) == 0
+    assert pngs(out / "Seq05VD") == [f"Seq05VD_f{n:05d}.png" for n in range(3, 10)]
+    assert "removed 3 frame(s) of an earlier extraction" in capsys.readouterr().out
+
+    not_video = tmp_path / "0006R0.MXF"
+    not_video.write_text("this is not a video\n" * 50)
+    assert extractor.main([str(not_video), "--sequence", "0006R0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot read a frame of" in err and "0006R0.MXF" in err
+    assert not os.path.exists(out / "0006R0")           # nothing created
+    assert extractor.main([str(tmp_path / "missing.avi"), "--sequence", "0006R0", "--out", str(out)]) == 2
+    assert "error: video file not found" in capsys.readouterr().err
+
+
+def test_extract_full_disk_keeps_whole_frames(extractor, tmp_path, capsys, monkeypatch):
+    video = write_video(tmp_path / "v.avi")
+    real = extractor.atomic_write
+    calls = []
+
+    def filling_disk(path, data, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:   # the disk is full while the third frame is written
+            with open(path + f".tmp-{os.getpid()}", "wb") as f:
+                f.write(data[:10])
+            os.remove(path + f".tmp-{os.getpid()}")   # atomic_write removes its temporary file on errors
+            raise OSError(errno.ENOSPC, "No space left on device", path + f".tmp-{os.getpid()}")
+        return real(path, data, *args, **kwargs)
+    monkeypatch.setattr(extractor, "atomic_write", filling_disk)
+    out = tmp_path / "frames"
+    assert extractor.main([video, "--sequence", "0016E5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: No space left on device writing ")
+    assert "0016E5_00002.png; 2 frame(s) up to 0016E5_00001.png are complete" in err
+    assert pngs(out / "0016E5") == ["0016E5_00000.png", "0016E5_00001.png"]   # whole frames, no temporary file
+
+
+def test_extract_with_ffmpeg(extractor, tmp_path, capsys, monkeypatch):
+    video = write_video(tmp_path / "v.avi")
+    empty = tmp_path / "empty_path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert extractor.main([video, "--sequence", "0006R0", "--out", str(tmp_path / "a"), "--ffmpeg"]) == 2
+    assert "error: --ffmpeg needs the ffmpeg and ffprobe programs on PATH" in capsys.readouterr().err
+    # stand-ins for ffprobe (the size) and ffmpeg (4 raw BGR frames, grey 0, 40, 80, 120) check the plumbing
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ffprobe").write_text(f"#!{sys.executable}\nprint('8,6')\n")
+    (fake / "ffmpeg").write_text(f"#!{sys.executable}\nimport sys\nassert '-vsync' in sys.argv and "
+                                 "'bgr24' in sys.argv\nfor i in range(4):\n"
+                                 "    sys.stdout.buffer.write(bytes([40 * i]) * (8 * 6 * 3))\n")
+    for tool in ("ffprobe", "ffmpeg"):
+        os.chmod(fake / tool, 0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    assert extractor.main([video, "--sequence", "0006R0", "--out", str(tmp_path / "b"), "--ffmpeg",
+                           "--first-frame", "930"]) == 0
+    names = pngs(tmp_path / "b" / "0006R0")
+    assert names == ["0006R0_f00930.png", "0006R0_f00931.png", "0006R0_f00932.png", "0006R0_f00933.png"]
+    assert [grey_level(tmp_path / "b" / "0006R0" / n) for n in names] == [0, 40, 80, 120]
+
+
+def test_extract_runs_as_a_script(tmp_path):
+    video = write_video(tmp_path / "v.avi", levels=(20, 60))
+    result = subprocess.run([sys.executable, SCRIPT, video, "--sequence", "0001TP", "--out", str(tmp_path / "f"),
+                             "--first-frame", "6689"], capture_output=True, text=True, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert pngs(tmp_path / "f" / "0001TP") == ["0001TP_006689.png", "0001TP_006690.png"]
