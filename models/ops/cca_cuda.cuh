@@ -1,26 +1,41 @@
 // Criss-cross attention: CUDA kernels (C++14; plain pointers and sizes).
 //
-// Layout and functions are those of cca_cpu.h, with L = H + W - 1 and s(j, y) = W + j - (j > y):
+// Layout and functions of the 2-D op are those of cca_cpu.h, with L = H + W - 1 and
+// s(j, y) = W + j - (j > y):
 //   weight(P, Q) -> E [B, L, H, W]
 //       E[i, y, x]      = sum_c P[c, y, x] * Q[c, y, i]
 //       E[s(j,y), y, x] = sum_c P[c, y, x] * Q[c, j, x]                            (j != y)
 //   map<TRANSPOSED>(A, V) -> O [B, C, H, W]
 //       O[c, y, x] = sum_i V[c, y, i] * A[i, y, x] + sum_{j!=y} V[c, j, x] * A[s(j,y), y, x]   (false)
 //       O[c, y, x] = sum_i V[c, y, i] * A[x, y, i] + sum_{j!=y} V[c, j, x] * A[s(y,j), j, x]   (true)
+// The 3-D (video) op, models/ops/cca3d.py, over clips [B, C, T, H, W] adds the time line: L = T + H + W - 2
+// slots, the first H + W - 1 those of the 2-D op within frame t, then r(s, t) = W + H - 1 + s - (s > t):
+//   weight3d(P, Q) -> E [B, L, T, H, W]
+//       E[i, t, y, x]      = sum_c P[c, t, y, x] * Q[c, t, y, i]
+//       E[s(j,y), t, y, x] = sum_c P[c, t, y, x] * Q[c, t, j, x]                   (j != y)
+//       E[r(s,t), t, y, x] = sum_c P[c, t, y, x] * Q[c, s, y, x]                   (s != t)
+//   map3d<TRANSPOSED>(A, V) -> O [B, C, T, H, W]: the row, column and time sums of map, each with the
+//       attention of the slots above (TRANSPOSED: A[x, t, y, i], A[s(y,j), t, j, x], A[r(t,s), s, y, x]).
+// The 2-D functions are the 3-D ones at T = 1 (the same launches).
 //
-// Each function is two families of small matrix products, and each family has its own kernel:
-// * the row family, one product per (image, row y): for weight W x W over K = C channels, for map
-//   C x W over K = W. row_kernel is a tiled GEMM: a block of 64 threads computes a 32 x 32 output
-//   tile, each thread 4 x 4 outputs in registers, over K in chunks of 16 staged in shared memory.
-//   An operand whose contiguous axis is K (V, and A in the transposed map) is read along K and
-//   stored transposed in shared memory, so every global read is coalesced; the transposed map is
-//   an index swap here, never a strided read.
-// * the column family, one product per (image, column x): for weight H x H over K = C, for map
-//   C x H over K = H. x is the contiguous axis of every operand, so col_kernel gives a block 32
-//   adjacent columns, one per lane, and a 16 x 16 tile of the product: each of its 8 warps holds
-//   4 x 8 outputs per lane in registers, over K in chunks of 8 (float) or 4 (double) staged in
-//   shared memory (32 KB). The self position (j == y) is skipped by the slot formula.
-// map runs the row kernel (which writes O) and then the column kernel (which adds to O).
+// Each function is a row family and two line families of small matrix products (the time family is
+// empty at T = 1, the column family at H = 1); two kernels compute them:
+// * the row family, one product per (image, frame t, row y): for weight W x W over K = C channels, for
+//   map C x W over K = W. The rows of all frames are one run of T*H rows, W apart. row_kernel is a tiled
+//   GEMM: a block of 64 threads computes a 32 x 32 output tile, each thread 4 x 4 outputs in registers,
+//   over K in chunks of 16 staged in shared memory. An operand whose contiguous axis is K (V, and A in
+//   the transposed map) is read along K and stored transposed in shared memory, so every global read
+//   is coalesced; the transposed map is an index swap here, never a strided read.
+// * the line families, one product per (image, line, x): for weight N x N over K = C, for map C x N over
+//   K = N, where a line is N points a fixed stride apart: the column (N = H points W apart, one line per
+//   frame, slots from W) and the time line (N = T points H*W apart, one line per row y, slots from
+//   W + H - 1). x is the contiguous axis of every operand in both, so col_kernel gives a block 32
+//   adjacent x, one per lane, and a 16 x 16 tile of the product: each of its 8 warps holds 4 x 8 outputs
+//   per lane in registers, over K in chunks of 8 (float) or 4 (double) staged in shared memory (32 KB);
+//   a line shorter than 16 points (a clip of a few frames) leaves the rest of the tile zero padding.
+//   The self position (j == y, s == t) is skipped by the slot formula.
+// Channels and slots are planes T*H*W apart. map runs the row kernel (which writes O), then the column
+// and the time line (which add to O), in that order on one stream: no atomics, the same sums every run.
 //
 // Accumulation in float for float and half (half is converted on load and rounded once per
 // kernel on store), in double for double. Indices inside a tile are 32-bit; image offsets and
@@ -58,10 +73,10 @@ constexpr int ROW_SPAN = ROW_TILE / ROW_REG;            // threads per axis
 constexpr int ROW_THREADS = ROW_SPAN * ROW_SPAN;        // 64
 constexpr int ROW_K = 16;                               // K per shared-memory chunk
 
-// Out[m, n] = sum_k A(m, k) * B(k, n) for every (image b, row y); all three start at
-// b * *_img + y * W, and the element (i, j) of each is at i * stride_i + j * stride_j.
+// Out[m, n] = sum_k A(m, k) * B(k, n) for every (image b, row r < rows); all three start at
+// b * *_img + r * W, and the element (i, j) of each is at i * stride_i + j * stride_j.
 struct RowProduct {
-  int M, N, K, H, W;
+  int M, N, K, rows, W;
   long long a_img, a_m, a_k;
   long long b_img, b_k, b_n;
   long long o_img, o_m, o_n;
@@ -93,7 +108,7 @@ row_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Ou
   t /= n_tiles;
   const int m0 = (t % m_tiles) * ROW_TILE;
   t /= m_tiles;
-  const int y = t % p.H, b = t / p.H;
+  const int y = t % p.rows, b = t / p.rows;
   const long long row = (long long)y * p.W;
   const T* a = A + b * p.a_img + row;
   const T* bm = Bm + b * p.b_img + row;
@@ -126,9 +141,9 @@ row_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Ou
   }
 }
 
-// -- column family ------------------------------------------------------------------------
+// -- line families (column, time line) ------------------------------------------------------
 
-constexpr int COL_LANES = 32;                           // adjacent columns x per block
+constexpr int COL_LANES = 32;                           // adjacent x per block
 constexpr int COL_WARPS = 8;
 constexpr int COL_THREADS = COL_LANES * COL_WARPS;     // 256
 constexpr int COL_TILE = 16;                            // product tile, both axes
@@ -138,23 +153,26 @@ template <typename acc_t> struct ColK { static constexpr int value = 32 / (int)s
 
 enum ColMode { COL_WEIGHT, COL_MAP, COL_MAP_T };
 
-// For every (image b, column x):
-//   COL_WEIGHT: Out = E, A(m=j, k=c) = Q[c, j, x], B(k=c, n=y) = P[c, y, x], E[s(j,y), y, x] = (AB)[j, y], j != y
-//   COL_MAP:    Out = O, A(m=c, k=j) = V[c, j, x], B(k=j, n=y) = A_att[s(j,y), y, x] (0 at j == y), O += AB
-//   COL_MAP_T:  as COL_MAP with B(k=j, n=y) = A_att[s(y,j), j, x]
+// For every (image b, line l < lines, x < W): all three operands start at b * *_img + l * line + x,
+// consecutive points of the line are step apart, channels and slots plane apart, and point j of the
+// line is slot s(j, y) = base + j - (j > y) of point y:
+//   COL_WEIGHT: Out = E, A(m=j, k=c) = Q[c, j], B(k=c, n=y) = P[c, y], E[s(j,y), y] = (AB)[j, y], j != y
+//   COL_MAP:    Out = O, A(m=c, k=j) = V[c, j], B(k=j, n=y) = A_att[s(j,y), y] (0 at j == y), O += AB
+//   COL_MAP_T:  as COL_MAP with B(k=j, n=y) = A_att[s(y,j), j]
 struct ColProduct {
-  int M, N, K, H, W;
+  int M, N, K, W, lines, base;
   long long a_img, a_m, a_k;  // the A operand: image stride and element strides (x is contiguous)
   long long b_img, o_img;
+  long long line, plane, step;
 };
 
 template <int MODE>
-__device__ __forceinline__ long long col_b_offset(int k, int n, int W, long long HW) {
-  // COL_WEIGHT: B(c, y) = P[c, y, x]. COL_MAP(_T): the slot of position j = k for pixel y = n; -1 at j == y.
-  if (MODE == COL_WEIGHT) return k * HW + (long long)n * W;
+__device__ __forceinline__ long long col_b_offset(int k, int n, int base, long long plane, long long step) {
+  // COL_WEIGHT: B(c, y) = P[c, y]. COL_MAP(_T): the slot of point j = k for point y = n; -1 at j == y.
+  if (MODE == COL_WEIGHT) return k * plane + n * step;
   if (k == n) return -1;
-  if (MODE == COL_MAP) return (W + k - (k > n)) * HW + (long long)n * W;
-  return (W + n - (n > k)) * HW + (long long)k * W;
+  if (MODE == COL_MAP) return (base + k - (k > n)) * plane + n * step;
+  return (base + n - (n > k)) * plane + k * step;
 }
 
 template <typename T, int MODE>
@@ -172,10 +190,11 @@ col_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Ou
   const int n0 = (t % n_tiles) * COL_TILE;
   t /= n_tiles;
   const int m0 = (t % m_tiles) * COL_TILE;
-  const int b = t / m_tiles;
-  const long long HW = (long long)p.H * p.W;
-  const T* a = A + b * p.a_img + x0;
-  const T* bm = Bm + b * p.b_img + x0;
+  t /= m_tiles;
+  const int line = t % p.lines, b = t / p.lines;
+  const long long start = line * p.line + x0;
+  const T* a = A + b * p.a_img + start;
+  const T* bm = Bm + b * p.b_img + start;
   const int lane = threadIdx.x, warp = threadIdx.y, tid = warp * COL_LANES + lane;
   const int wm = warp % COL_MSPAN, wn = warp / COL_MSPAN;
   const bool x_in = x0 + lane < p.W;
@@ -189,7 +208,7 @@ col_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Ou
       const int gk = k0 + k, gm = m0 + i, gn = n0 + i;
       const bool in = x0 + l < p.W && gk < p.K;
       As[k][i][l] = (in && gm < p.M) ? to_acc(a[gm * p.a_m + gk * p.a_k + l]) : (acc_t)0;
-      const long long off = (in && gn < p.N) ? col_b_offset<MODE>(gk, gn, p.W, HW) : -1;
+      const long long off = (in && gn < p.N) ? col_b_offset<MODE>(gk, gn, p.base, p.plane, p.step) : -1;
       Bs[k][i][l] = off >= 0 ? to_acc(bm[off + l]) : (acc_t)0;
     }
     __syncthreads();
@@ -204,16 +223,16 @@ col_kernel(const T* __restrict__ A, const T* __restrict__ Bm, T* __restrict__ Ou
     __syncthreads();
   }
   if (!x_in) return;
-  T* o = Out + b * p.o_img + x0 + lane;
+  T* o = Out + b * p.o_img + start + lane;
   for (int r = 0; r < COL_RM; ++r) {
     const int m = m0 + wm + COL_MSPAN * r;
     for (int s = 0; s < COL_RN; ++s) {
       const int n = n0 + wn + 2 * s;
       if (m >= p.M || n >= p.N) continue;
       if (MODE == COL_WEIGHT) {
-        if (m != n) o[(p.W + m - (m > n)) * HW + (long long)n * p.W] = from_acc<T>(acc[r][s]);
+        if (m != n) o[(p.base + m - (m > n)) * p.plane + n * p.step] = from_acc<T>(acc[r][s]);
       } else {
-        T& out = o[m * HW + (long long)n * p.W];
+        T& out = o[m * p.plane + n * p.step];
         out = from_acc<T>(to_acc(out) + acc[r][s]);
       }
     }
@@ -226,7 +245,7 @@ inline long long cdiv(long long a, long long b) { return (a + b - 1) / b; }
 
 template <typename T>
 cudaError_t launch_rows(const T* A, const T* Bm, T* Out, int B, const RowProduct& p, cudaStream_t stream) {
-  const long long blocks = (long long)B * p.H * cdiv(p.M, ROW_TILE) * cdiv(p.N, ROW_TILE);
+  const long long blocks = (long long)B * p.rows * cdiv(p.M, ROW_TILE) * cdiv(p.N, ROW_TILE);
   if (blocks == 0) return cudaSuccess;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
   CCA_LAUNCH(dim3((unsigned)blocks), dim3(ROW_THREADS), stream, row_kernel<T>)(A, Bm, Out, p);
@@ -235,34 +254,71 @@ cudaError_t launch_rows(const T* A, const T* Bm, T* Out, int B, const RowProduct
 
 template <typename T, int MODE>
 cudaError_t launch_cols(const T* A, const T* Bm, T* Out, int B, const ColProduct& p, cudaStream_t stream) {
-  const long long blocks = (long long)B * cdiv(p.W, COL_LANES) * cdiv(p.M, COL_TILE) * cdiv(p.N, COL_TILE);
+  const long long blocks =
+      (long long)B * p.lines * cdiv(p.W, COL_LANES) * cdiv(p.M, COL_TILE) * cdiv(p.N, COL_TILE);
   if (blocks == 0) return cudaSuccess;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
   CCA_LAUNCH(dim3((unsigned)blocks), dim3(COL_LANES, COL_WARPS), stream, col_kernel<T, MODE>)(A, Bm, Out, p);
   return cudaGetLastError();
 }
 
+// The lines of a clip [*, T, H, W]: N points step apart, lines per image line apart, slots from base.
+struct Line {
+  int N, lines, base;
+  long long line, step;
+};
+
+inline Line column_line(int T_, int H, int W) { return {H, T_, W, (long long)H * W, W}; }
+inline Line time_line(int T_, int H, int W) { return {T_, H, W + H - 1, W, (long long)H * W}; }
+
+// weight along a line: A = Q (m = point j, k = channel), B = P, Out = E; planes of plane elements, L slots.
+inline ColProduct weight_line(const Line& g, int C, int W, long long plane, long long L) {
+  return {g.N, g.N, C, W, g.lines, g.base, C * plane, g.step, plane, C * plane, L * plane, g.line, plane, g.step};
+}
+
+// map along a line: A = V (m = channel, k = point j), B = the attention, Out = O.
+inline ColProduct map_line(const Line& g, int C, int W, long long plane, long long L) {
+  return {C, g.N, g.N, W, g.lines, g.base, C * plane, plane, g.step, L * plane, C * plane, g.line, plane, g.step};
+}
+
+// E = weight3d(P, Q): P, Q [B, C, T, H, W], E [B, T+H+W-2, T, H, W].
+template <typename T>
+cudaError_t weight3d(const T* P, const T* Q, T* E, int B, int C, int T_, int H, int W, cudaStream_t stream = 0) {
+  const long long plane = (long long)T_ * H * W, L = T_ + H + W - 2;
+  const RowProduct rows = {W, W, C, T_ * H, W, C * plane, 1, plane, C * plane, plane, 1, L * plane, plane, 1};
+  cudaError_t err = launch_rows<T>(Q, P, E, B, rows, stream);
+  if (err == cudaSuccess && H > 1)
+    err = launch_cols<T, COL_WEIGHT>(Q, P, E, B, weight_line(column_line(T_, H, W), C, W, plane, L), stream);
+  if (err == cudaSuccess && T_ > 1)
+    err = launch_cols<T, COL_WEIGHT>(Q, P, E, B, weight_line(time_line(T_, H, W), C, W, plane, L), stream);
+  return err;
+}
+
+// O = map3d<TRANSPOSED>(A, V): A [B, T+H+W-2, T, H, W], V and O [B, C, T, H, W].
+template <typename T, bool TRANSPOSED>
+cudaError_t map3d(const T* A, const T* V, T* O, int B, int C, int T_, int H, int W, cudaStream_t stream = 0) {
+  constexpr int MODE = TRANSPOSED ? COL_MAP_T : COL_MAP;
+  const long long plane = (long long)T_ * H * W, L = T_ + H + W - 2;
+  const RowProduct rows = {C, W, W, T_ * H, W, C * plane, plane, 1, L * plane, TRANSPOSED ? 1 : plane,
+                           TRANSPOSED ? plane : 1, C * plane, plane, 1};
+  cudaError_t err = launch_rows<T>(V, A, O, B, rows, stream);
+  if (err == cudaSuccess && H > 1)
+    err = launch_cols<T, MODE>(V, A, O, B, map_line(column_line(T_, H, W), C, W, plane, L), stream);
+  if (err == cudaSuccess && T_ > 1)
+    err = launch_cols<T, MODE>(V, A, O, B, map_line(time_line(T_, H, W), C, W, plane, L), stream);
+  return err;
+}
+
 // E = weight(P, Q): P, Q [B, C, H, W], E [B, H+W-1, H, W].
 template <typename T>
 cudaError_t weight(const T* P, const T* Q, T* E, int B, int C, int H, int W, cudaStream_t stream = 0) {
-  const long long HW = (long long)H * W, L = H + W - 1;
-  const RowProduct rows = {W, W, C, H, W, C * HW, 1, HW, C * HW, HW, 1, L * HW, HW, 1};
-  cudaError_t err = launch_rows<T>(Q, P, E, B, rows, stream);
-  if (err != cudaSuccess || H == 1) return err;
-  const ColProduct cols = {H, H, C, H, W, C * HW, W, HW, C * HW, L * HW};
-  return launch_cols<T, COL_WEIGHT>(Q, P, E, B, cols, stream);
+  return weight3d<T>(P, Q, E, B, C, 1, H, W, stream);
 }
 
 // O = map<TRANSPOSED>(A, V): A [B, H+W-1, H, W], V and O [B, C, H, W].
 template <typename T, bool TRANSPOSED>
 cudaError_t map(const T* A, const T* V, T* O, int B, int C, int H, int W, cudaStream_t stream = 0) {
-  const long long HW = (long long)H * W, L = H + W - 1;
-  const RowProduct rows = {C, W, W, H, W, C * HW, HW, 1, L * HW, TRANSPOSED ? 1 : HW, TRANSPOSED ? HW : 1,
-                           C * HW, HW, 1};
-  cudaError_t err = launch_rows<T>(V, A, O, B, rows, stream);
-  if (err != cudaSuccess || H == 1) return err;
-  const ColProduct cols = {C, H, H, H, W, C * HW, HW, W, L * HW, C * HW};
-  return launch_cols<T, TRANSPOSED ? COL_MAP_T : COL_MAP>(V, A, O, B, cols, stream);
+  return map3d<T, TRANSPOSED>(A, V, O, B, C, 1, H, W, stream);
 }
 
 }  // namespace cca_cuda
