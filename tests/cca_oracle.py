@@ -96,3 +96,29 @@ def np_ca_map_3d(a, v):
                 for slot, (s, j, i) in _slots_3d(T, H, W, t, y, x):
                     out[:, :, t, y, x] += v[:, :, s, j, i] * a[:, slot, t, y, x][:, None]
     return out
+
+
+def np_ca_weight_3d_grad(q, k, g):
+    """d(sum(g * np_ca_weight_3d(q, k))) / d(q, k), from the same slots."""
+    B, C, T, H, W = q.shape
+    dq, dk = np.zeros_like(q), np.zeros_like(k)
+    for t in range(T):
+        for y in range(H):
+            for x in range(W):
+                for slot, (s, j, i) in _slots_3d(T, H, W, t, y, x):
+                    dq[:, :, t, y, x] += k[:, :, s, j, i] * g[:, slot, t, y, x][:, None]
+                    dk[:, :, s, j, i] += q[:, :, t, y, x] * g[:, slot, t, y, x][:, None]
+    return dq, dk
+
+
+def np_ca_map_3d_grad(a, v, g):
+    """d(sum(g * np_ca_map_3d(a, v))) / d(a, v), from the same slots."""
+    B, C, T, H, W = v.shape
+    da, dv = np.zeros_like(a), np.zeros_like(v)
+    for t in range(T):
+        for y in range(H):
+            for x in range(W):
+                for slot, (s, j, i) in _slots_3d(T, H, W, t, y, x):
+                    da[:, slot, t, y, x] += (v[:, :, s, j, i] * g[:, :, t, y, x]).sum(1)
+                    dv[:, :, s, j, i] += g[:, :, t, y, x] * a[:, slot, t, y, x][:, None]
+    return da, dv
