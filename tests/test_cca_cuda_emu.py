@@ -282,11 +282,14 @@ def test_a_broken_kernel_fails_the_checks(name, tmp_path):
 
 # -- AddressSanitizer --------------------------------------------------------------------------
 
+# The 2-D checks and one clip of test_cca3d_cuda_emu (its time line over two images and two lane bands).
 ASAN_DRIVER = """
 import sys
 sys.path.insert(0, {here!r})
 import test_cca_cuda_emu as t
+import test_cca3d_cuda_emu as t3
 bad = t.failures(t.Emulated({library!r}, guard=0), [(2, 19, 13, 37), (1, 17, 18, 3), (1, 5, 1, 6)], ["float64"])
+bad += t3.failures(t3.Emulated3D({library!r}, guard=0), [(2, 17, 3, 5, 37)], ["float64"])
 print("failures:", bad)
 sys.exit(1 if bad else 0)
 """
