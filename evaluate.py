@@ -50,6 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
                    help="extra build_model keyword (default: the checkpoint's); repeatable")
     arguments.add_inference_args(p)
+    arguments.add_clip_args(p, from_checkpoint=True)
     p.add_argument("--scales", type=float, nargs="+", help=f"test scales, multi-scale TTA (default {D['scales']})")
     p.add_argument("--flip", action="store_true", default=None, help="add horizontally flipped views (TTA)")
     p.add_argument("-b", "--batch-size", type=int, help=f"images per process and step (default {D['batch_size']})")

@@ -44,6 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
     parser.add_argument("-o", "--output-dir", help="where to write (default: predictions)")
     arguments.add_inference_args(parser)
+    arguments.add_clip_args(parser, from_checkpoint=True)
     parser.add_argument("--alpha", type=float, help="overlay opacity of the colours (default 0.5)")
     parser.add_argument("--save-label", action="store_true", default=None, help="also write the raw class-index PNG")
     arguments.add_device_args(parser)

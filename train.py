@@ -58,6 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--random-mirror", action=argparse.BooleanOptionalAction,
                    help="random horizontal flips (default on)")
     g.add_argument("-j", "--workers", type=int, help=f"data loading worker processes (default {D['workers']})")
+    arguments.add_clip_args(p, from_checkpoint=False)
 
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"model preset (models.MODEL_PRESETS; default {D['model']})")

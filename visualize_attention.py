@@ -53,6 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="display the maps as (map / max) ** POWER; 0.5 brings out small weights (default 1)")
     parser.add_argument("--save-npy", action="store_true", default=None,
                         help="also save the composed maps [R, h, w] as .npy")
+    arguments.add_clip_args(parser, from_checkpoint=True)
     arguments.add_device_args(parser)
     arguments.add_verbose_arg(parser)
     return parser

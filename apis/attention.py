@@ -1,4 +1,8 @@
-"""visualize_attention.py's run: for chosen pixels, the criss-cross attention after each pass, over the image."""
+"""visualize_attention.py's run: for chosen pixels, the criss-cross attention after each pass, over the image.
+
+A video model's figure shows the attention over every frame of the pixel's clip
+(frames as predict.py finds them: the images of a folder in name order).
+"""
 from __future__ import annotations
 
 import os
@@ -10,12 +14,15 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
 from apis.model_files import load_model_from_options
-from apis.predict import find_images
+from apis.predict import clip_paths, find_images, read_frames
+from cli.config import clip_settings
 from datasets.base import read_image
 from engine.launch import set_device
 from evaluation.inference import preprocess
 from utils.fileio import check_output_dir, check_output_file
-from visualization.attention import composed_attention, feature_pixel, render_panels
+from utils.clips import labelled_frame
+from visualization.attention import (composed_attention, composed_attention_3d, feature_pixel, render_clip_panels,
+                                     render_panels)
 
 __all__ = ["run"]
 
@@ -41,18 +48,26 @@ def run(options: dict) -> int:
     model, info = load_model_from_options(options)
     if model.recurrence < 1:
         raise ValueError("the model runs no criss-cross attention (recurrence 0)")
+    clip_length, clip_stride = clip_settings(options, info.model, model.video, info.settings)
+    clips = clip_paths(images, clip_length, clip_stride) if clip_length else [[path] for path, _ in images]
     written = 0
-    for path, stem in images:
-        image = read_image(path)
-        chw = preprocess(image, model.input_norm, info.preset, options.get("test_size"))
+    for (path, stem), clip in zip(images, clips):
+        frames = read_frames(clip) if clip_length else [read_image(path)]
+        labelled = labelled_frame(len(frames))
+        image = frames[labelled]
+        chw = np.stack([preprocess(f, model.input_norm, info.preset, options.get("test_size")) for f in frames])
         with jt.no_grad():
-            maps = [m.numpy()[0] for m in model.attention_maps(jt.array(chw[None]))]
-        h, w = maps[0].shape[1:]
+            maps = [m.numpy()[0] for m in model.attention_maps(jt.array(chw if clip_length else chw[0])[None])]
+        h, w = maps[0].shape[-2:]
         for pixel in pixels:
             px, py = pixel if pixel is not None else ((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2)
             fy, fx = feature_pixel(px, py, image.shape[:2], (h, w))
-            composed = composed_attention(maps, fy, fx)
-            canvas = render_panels(image, composed, (int(px), int(py)), alpha, power)
+            if clip_length:
+                composed = composed_attention_3d(maps, labelled, fy, fx)
+                canvas = render_clip_panels(frames, composed, (int(px), int(py)), labelled, alpha, power)
+            else:
+                composed = composed_attention(maps, fy, fx)
+                canvas = render_panels(image, composed, (int(px), int(py)), alpha, power)
             out = output if single_file else os.path.join(output, f"{stem}_attention_x{int(px)}_y{int(py)}.png")
             os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
             Image.fromarray(canvas).save(out)

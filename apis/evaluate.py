@@ -14,7 +14,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 
 from apis.model_files import load_model, read_model_file
-from cli.config import EVAL_DEFAULTS, given_options, inference_settings, parse_model_opts
+from cli.config import EVAL_DEFAULTS, clip_settings, given_options, inference_settings, parse_model_opts
 from cli.official import check_classes
 from datasets import build_dataset, get_preset
 from engine.launch import set_device
@@ -54,6 +54,7 @@ def run(options: dict) -> dict:
                              model_opts=None if o.get("model_opt") is None else parse_model_opts(o["model_opt"]))
     del mf
     mode, crop, stride = inference_settings(o, preset)
+    clip_length, clip_stride = clip_settings(o, info.model, model.video, saved)
     batch_size = int(o["batch_size"])
     if batch_size < 1:
         raise ValueError(f"-b/--batch-size must be positive, got {batch_size}")
@@ -64,9 +65,11 @@ def run(options: dict) -> dict:
     ds = build_dataset(dataset, data_path, split=split, train=False, input_norm=model.input_norm,
                        test_size=tuple(o["test_size"]) if o.get("test_size") else None,
                        list_file=o.get("list_file"), batch_size=batch_size * world,
+                       clip_length=clip_length, clip_stride=clip_stride,
                        num_workers=int(o["workers"]), shuffle=False, drop_last=False)
     print0(f"evaluating {info.model} (recurrence {info.recurrence}) from {info.path} on "
-           f"{dataset}/{split} ({ds.num_samples} images), {mode}"
+           f"{dataset}/{split} ({ds.num_samples} images"
+           + (f", clips of {clip_length} frames {clip_stride} apart" if clip_length else "") + f"), {mode}"
            + (f" crop {crop} stride {stride}" if mode == "slide" else "")
            + f", scales {scales}{' + flip' if flip else ''}, {world} process(es)")
     t0 = time.time()
@@ -86,7 +89,7 @@ def run(options: dict) -> dict:
         settings = {"checkpoint": os.path.abspath(info.path), "model": info.model, "recurrence": info.recurrence,
                     "dataset": dataset, "data_path": os.path.abspath(data_path), "split": split,
                     "test_size": o.get("test_size") or preset.test_size, "mode": mode, "crop_size": crop,
-                    "stride": stride,
+                    "stride": stride, "clip_length": clip_length, "clip_stride": clip_stride,
                     "scales": scales, "flip": flip, "miou_over": o["miou_over"], "world_size": world,
                     "jittor_version": jt.__version__}
         text = to_json({k: v for k, v in result.items() if k != "matrix"}, preset.class_names,

@@ -1,4 +1,10 @@
-"""predict.py's run: segment image files and folders with a model from a file, write colourised results."""
+"""predict.py's run: segment image files and folders with a model from a file, write colourised results.
+
+A video model (``ccnet3d_*``) segments each image from a clip: the images of
+one folder (or the files given) are the frames of a sequence in name order,
+and an image's clip holds the frames ``--clip-stride`` apart around it
+(``utils.clips``), clamped at the sequence's ends.
+"""
 from __future__ import annotations
 
 import os
@@ -9,16 +15,17 @@ import numpy as np
 from PIL import Image
 
 from apis.model_files import load_model_from_options
-from cli.config import inference_settings
+from cli.config import clip_settings, inference_settings
 from datasets.base import DatasetError, read_image
 from engine.launch import set_device
 from evaluation.inference import predict_image, whole_image_problem
+from utils.clips import clip_offsets, labelled_frame
 from utils.fileio import check_output_dir
 from utils.progress import progress_bar
 from utils.sizes import pair
 from visualization.palette import colorize, overlay, save_label_png, save_rgb
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images", "run"]
+__all__ = ["IMAGE_EXTENSIONS", "find_images", "clip_paths", "read_frames", "run"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -71,6 +78,32 @@ def _unique_stems(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
+def clip_paths(images: Sequence[tuple[str, str]], clip_length: int, clip_stride: int = 1) -> list[list[str]]:
+    """For each found image, the paths of its clip: the images of its folder are the frames of a
+    sequence in name order, and the clip holds those ``clip_offsets`` away, clamped at the ends."""
+    sequences: dict[str, list[str]] = {}
+    for path, _ in images:
+        sequences.setdefault(os.path.dirname(os.path.abspath(path)), []).append(path)
+    for frames in sequences.values():
+        frames.sort()
+    clips = []
+    offsets = clip_offsets(clip_length, clip_stride)
+    for path, _ in images:
+        frames = sequences[os.path.dirname(os.path.abspath(path))]
+        i = frames.index(path)
+        clips.append([frames[min(max(i + o, 0), len(frames) - 1)] for o in offsets])
+    return clips
+
+
+def read_frames(paths: Sequence[str]) -> list[np.ndarray]:
+    """The frames of a clip (RGB); DatasetError when they differ in size."""
+    frames = [read_image(p) for p in paths]
+    if len({f.shape for f in frames}) > 1:
+        raise DatasetError("the frames of a clip differ in size: "
+                           + ", ".join(f"{p} {f.shape[1]}x{f.shape[0]}" for p, f in zip(paths, frames)))
+    return frames
+
+
 def _image_size(path: str) -> Optional[tuple[int, int]]:
     """``(height, width)`` from the file's header (None if it cannot be read: reported when it is segmented)."""
     try:
@@ -92,6 +125,8 @@ def run(options: dict) -> int:
     model, info = load_model_from_options(options)
     preset = info.preset
     mode, crop_size, stride = inference_settings(options, preset)
+    clip_length, clip_stride = clip_settings(options, info.model, model.video, info.settings)
+    clips = clip_paths(images, clip_length, clip_stride) if clip_length else [[path] for path, _ in images]
     test_size = pair(options["test_size"], "--test-size") if options.get("test_size") else None
     if mode == "whole":  # every image checked before any is segmented
         for path, _ in images:
@@ -104,18 +139,21 @@ def run(options: dict) -> int:
     print(f"{info.model} ({info.num_classes} classes, R={info.recurrence}, dataset {info.dataset or '-'}) "
           f"from {info.kind} {info.path}; {device}, {mode}"
           + (f" crop {crop_size} stride {stride}" if mode == "slide" else "")
+          + (f", clips of {clip_length} frames {clip_stride} apart" if clip_length else "")
           + f"; {len(images)} image(s) -> {output_dir}", flush=True)
     palette = preset.palette if preset else None
     failed = []
     bar = progress_bar(len(images), "predict", "img") if len(images) > 1 and not options.get("no_progress") else None
-    for path, stem in images:
+    for (path, stem), clip in zip(images, clips):
         try:
-            image = read_image(path)
+            frames = read_frames(clip)
         except (DatasetError, FileNotFoundError) as exc:
             failed.append(str(exc))
             (bar.write if bar else print)(f"skipped: {exc}", file=sys.stderr)
         else:
-            pred = predict_image(model, image, info.num_classes, preset, mode, test_size, crop_size, stride)
+            image = frames[labelled_frame(clip_length)] if clip_length else frames[0]
+            pred = predict_image(model, frames if clip_length else image, info.num_classes, preset, mode,
+                                 test_size, crop_size, stride)
             base = os.path.join(output_dir, stem)
             colours = colorize(pred, palette)
             save_rgb(base + "_pred.png", colours)

@@ -97,10 +97,12 @@ def build_train_set(cfg: Mapping[str, Any], input_norm, world: int):
     # workers then stay a few batches ahead of a slow training step rather than
     # holding up to a whole pass of batches in memory.
     crop_h, crop_w = cfg["crop_size"]
-    batch_bytes = cfg["batch_size"] // max(1, world) * crop_h * crop_w * (3 * 4 + 4)
+    frames = cfg.get("clip_length") or 1
+    batch_bytes = cfg["batch_size"] // max(1, world) * crop_h * crop_w * (3 * 4 * frames + 4)
     return build_dataset(cfg["dataset"], cfg["data_path"], split=cfg["train_split"], train=True,
                          input_norm=input_norm, crop_size=tuple(cfg["crop_size"]), scale_range=scale_range,
                          flip=cfg["random_mirror"], list_file=cfg.get("list_file"), seed=cfg["seed"],
+                         clip_length=cfg.get("clip_length"), clip_stride=cfg.get("clip_stride") or 1,
                          batch_size=cfg["batch_size"], num_workers=cfg["workers"], shuffle=True, drop_last=True,
                          buffer_size=2 * batch_bytes + (4 << 20))
 
@@ -139,7 +141,8 @@ def _eval_fn(cfg: Mapping[str, Any], model: nn.Module, preset, world: int):
         return None
     # In-process loading: the set is evaluated several times and worker restarts are costly.
     val_set = build_dataset(cfg["dataset"], cfg["data_path"], split=cfg["val_split"], train=False,
-                            input_norm=model.input_norm, batch_size=world, seed=cfg["seed"], num_workers=0)
+                            input_norm=model.input_norm, batch_size=world, seed=cfg["seed"], num_workers=0,
+                            clip_length=cfg.get("clip_length"), clip_stride=cfg.get("clip_stride") or 1)
 
     def eval_fn(iteration: int) -> dict:
         result = evaluate(model, val_set, preset.num_classes, ignore_index=preset.ignore_index,

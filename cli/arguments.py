@@ -10,8 +10,10 @@ import argparse
 import difflib
 from typing import Any, NoReturn
 
+from utils.clips import DEFAULT_CLIP_LENGTH
+
 __all__ = ["Parser", "HelpFormatter", "OTHER_NAMES", "add_model_args", "add_device_args", "add_inference_args",
-           "add_verbose_arg"]
+           "add_clip_args", "add_verbose_arg"]
 
 #: Flags of other segmentation code (not accepted as aliases: only named in the hint) -> ours.
 OTHER_NAMES = {"--save-interval": "--snapshot-interval", "--checkpoint-interval": "--snapshot-interval",
@@ -83,6 +85,17 @@ def add_device_args(parser: argparse.ArgumentParser, amp: bool = False) -> None:
     g.add_argument("--no-cuda", action="store_true", default=None, help="run on the CPU even if a GPU is present")
     if amp:
         g.add_argument("--amp", action="store_true", default=None, help="mixed precision (GPU only)")
+
+
+def add_clip_args(parser: argparse.ArgumentParser, from_checkpoint: bool) -> None:
+    """``--clip-length`` and ``--clip-stride`` of the video models (``ccnet3d_*``)."""
+    recorded = "the checkpoint's, else " if from_checkpoint else ""
+    g = parser.add_argument_group("video clips (ccnet3d_* models only)")
+    g.add_argument("--clip-length", type=int, metavar="T",
+                   help=f"frames per clip, the labelled one at index (T-1)//2 (default: {recorded}"
+                        f"{DEFAULT_CLIP_LENGTH})")
+    g.add_argument("--clip-stride", type=int, metavar="S",
+                   help=f"video frames from one frame of a clip to the next (default: {recorded}1)")
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:

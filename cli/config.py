@@ -20,16 +20,18 @@ from cli.official import check_classes
 from datasets import get_preset
 from models import MODEL_PRESETS
 from models.losses import AUX_WEIGHT, CCL_DELTAS, CCL_DIM, CCL_WEIGHTS, OHEM_MIN_KEPT, OHEM_THRESH
+from utils.clips import DEFAULT_CLIP_LENGTH
 from utils.sizes import pair
 
 __all__ = ["TRAIN_DEFAULTS", "EVAL_DEFAULTS", "ADAMW_DEFAULTS", "MIN_CROP", "PRESET_OPTIONS", "RESUME_FROM_CLI", "RESUME_IF_GIVEN",
            "PATH_OPTIONS", "COMMAND_OPTIONS", "parse_model_opts", "inference_settings", "given_options", "check_train_config",
-           "load_config_file", "resolve_train_config", "merge_resume_config"]
+           "load_config_file", "resolve_train_config", "merge_resume_config", "clip_settings"]
 
 #: train.py's defaults for the options the dataset preset does not decide.
 TRAIN_DEFAULTS: dict[str, Any] = {
     "dataset": "cityscapes", "data_path": None, "train_split": None, "val_split": None, "list_file": None,
     "crop_size": None, "random_scale": True, "scale_range": None, "random_mirror": True, "workers": 4,
+    "clip_length": None, "clip_stride": None,
     "model": "ccnet_resnet101", "pretrained": None, "weights": None, "recurrence": None, "model_opt": [],
     "aux_weight": AUX_WEIGHT, "ohem": False, "ohem_thresh": OHEM_THRESH, "ohem_min_kept": OHEM_MIN_KEPT,
     "ccl": False, "ccl_weights": list(CCL_WEIGHTS), "ccl_deltas": list(CCL_DELTAS), "ccl_dim": CCL_DIM,
@@ -165,6 +167,26 @@ def inference_settings(options: Mapping[str, Any], preset) -> tuple[str, Optiona
     return mode, crop, stride
 
 
+def clip_settings(options: Mapping[str, Any], model: str, video: bool,
+                  recorded: Optional[Mapping[str, Any]] = None) -> tuple[Optional[int], int]:
+    """``(clip_length, clip_stride)`` for the model preset ``model`` (``video``: a video CCNet): the
+    flags', else what a checkpoint records, else :data:`utils.clips.DEFAULT_CLIP_LENGTH` frames 1 apart
+    for a video model; ``(None, 1)`` (single images) for the others, which refuse the flags."""
+    recorded = recorded or {}
+    length, stride = options.get("clip_length"), options.get("clip_stride")
+    if not video:
+        if length not in (None, 1) or stride not in (None, 1):
+            raise ValueError(f"--clip-length/--clip-stride need a video model (ccnet3d_*); {model} segments "
+                             f"single images")
+        return None, 1
+    length = length if length is not None else recorded.get("clip_length") or DEFAULT_CLIP_LENGTH
+    stride = stride if stride is not None else recorded.get("clip_stride") or 1
+    for flag, value in (("--clip-length", length), ("--clip-stride", stride)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{flag} must be a whole number of at least 1, got {value!r}")
+    return int(length), int(stride)
+
+
 def given_options(options: Mapping[str, Any]) -> dict:
     """The options actually given (not ``None``)."""
     return {k: v for k, v in options.items() if v is not None}
@@ -212,6 +234,8 @@ def resolve_train_config(options: Mapping[str, Any]) -> dict:
         cfg["eval_interval"] = cfg["iters"]
     cfg["output_dir"] = cfg["output_dir"] or os.path.join("work_dirs", f"{cfg['model']}_{cfg['dataset']}")
     cfg["model_opts"] = parse_model_opts(cfg["model_opt"])
+    video = cfg["model_opts"].get("video", MODEL_PRESETS[cfg["model"]].get("video", False))
+    cfg["clip_length"], cfg["clip_stride"] = clip_settings(cfg, cfg["model"], video)
     if cfg["ccl"]:
         # the projection of the category consistent loss is part of the model (training only)
         cfg["model_opts"]["ccl_dim"] = int(cfg["ccl_dim"])

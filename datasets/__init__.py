@@ -106,8 +106,8 @@ def build_dataset(preset_name: str, root: str, split: Optional[str] = None, trai
         return ADE20KDataset(root, split, **common)
     if preset.name == "voc":
         return VOCDataset(root, split, **common)
-    if preset.name == "camvid":
-        return CamVidDataset(root, split, **common)
+    if preset.name in ("camvid", "demo_video"):  # demo_video: the CamVid layout with the preset's classes
+        return CamVidDataset(root, split, num_classes=preset.num_classes, **common)
     if preset.name == "camvid32":
         return CamVid32Dataset(root, split, class_names=preset.class_names, **common)
     if preset.name == "lip":

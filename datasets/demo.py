@@ -40,6 +40,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .camvid import frame_name
+
 __all__ = ["render_scene", "write_cityscapes", "write_ade20k", "write_voc", "main",
            "SKY", "BUILDING", "VEGETATION", "ROAD", "CAR", "POLE", "EGO",
            "render_video_sequence", "write_video_clips", "video_frame_name", "VIDEO_NUM_CLASSES"]
@@ -353,7 +355,7 @@ def render_video_sequence(rng: np.random.Generator, num_frames: int = 33,
 
 def video_frame_name(seq: str, frame: int) -> str:
     """File stem of frame ``frame`` of sequence ``seq``, as CamVid names them: ``Demo01_f00012``."""
-    return f"{seq}_f{frame:05d}"
+    return frame_name(seq, "f", 5, frame)
 
 
 def _write_png(paths: list[str], image: np.ndarray) -> None:

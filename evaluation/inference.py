@@ -5,12 +5,17 @@
   mmsegmentation do), multi-scale and flip (softmax probabilities averaged
   over the views, as mmsegmentation does; the mirrored view's left/right
   classes swapped back with the preset's ``flip_pairs``);
-* :func:`preprocess` / :func:`predict_image` -- one RGB image in, class
-  indices at its own size out, with the dataset preset's evaluation transform.
+* :func:`preprocess` / :func:`predict_image` -- one RGB image (or a video
+  model's clip of frames) in, class indices at its own size out, with the
+  dataset preset's evaluation transform.
+
+Inputs are batches of images ``[B, 3, H, W]`` or, for a video model, of clips
+``[B, T, 3, H, W]``: windows, scales and flips apply to every frame alike, and
+the scores are the labelled frame's.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -63,7 +68,7 @@ def slide_inference(model: nn.Module, image: jt.Var, num_classes: int, crop_size
     """
     ch, cw = pair(crop_size, "crop size")
     sh, sw = pair(stride, "stride")
-    b, _, h, w = image.shape
+    b, (h, w) = image.shape[0], image.shape[-2:]
     rows = max(h - ch + sh - 1, 0) // sh + 1
     cols = max(w - cw + sw - 1, 0) // sw + 1
     logits = np.zeros((b, num_classes, h, w), dtype=np.float32)
@@ -72,10 +77,18 @@ def slide_inference(model: nn.Module, image: jt.Var, num_classes: int, crop_size
         for c in range(cols):
             y1, x1 = min(r * sh + ch, h), min(c * sw + cw, w)
             y0, x0 = max(y1 - ch, 0), max(x1 - cw, 0)
-            out = model.predict(image[:, :, y0:y1, x0:x1])
+            out = model.predict(image[..., y0:y1, x0:x1])
             logits[:, :, y0:y1, x0:x1] += out.numpy()
             count[:, :, y0:y1, x0:x1] += 1
     return jt.array(logits / count)
+
+
+def _resize_frames(image: jt.Var, size: tuple[int, int]) -> jt.Var:
+    """Images ``[B, 3, H, W]`` or clips ``[B, T, 3, H, W]`` rescaled bilinearly (``align_corners=False``)."""
+    if image.ndim == 4:
+        return resize(image, size, align_corners=False)
+    B, T = image.shape[:2]
+    return resize(image.reshape(B * T, *image.shape[2:]), size, align_corners=False).reshape(B, T, -1, *size)
 
 
 def flip_permutation(num_classes: int, flip_pairs: Optional[Sequence[Sequence[int]]]) -> Optional[np.ndarray]:
@@ -100,7 +113,7 @@ def inference(model: nn.Module, image: jt.Var, num_classes: int, out_size: Optio
               mode: str = "whole", crop_size=None, stride=None,
               scales: Sequence[float] = (1.0,), flip: bool = False,
               flip_pairs: Optional[Sequence[Sequence[int]]] = None) -> jt.Var:
-    """Scores ``[B, C, *out_size]`` for a batch of images, with optional test-time augmentation.
+    """Scores ``[B, C, *out_size]`` for a batch of images (or clips), with optional test-time augmentation.
 
     With one scale and no flip the scores are the logits (whole image or
     sliding window); otherwise each view (scale x [flip]) gives softmax
@@ -118,16 +131,16 @@ def inference(model: nn.Module, image: jt.Var, num_classes: int, out_size: Optio
     scales = tuple(float(s) for s in scales) or (1.0,)
     if min(scales) <= 0:
         raise ValueError(f"scales must be positive, got {scales}")
-    h, w = image.shape[2:]
+    h, w = image.shape[-2:]
     out_size = (h, w) if out_size is None else tuple(int(s) for s in out_size)
     align = bool(getattr(model, "align_corners", True))
     tta = len(scales) > 1 or flip
     total = None
     for s in scales:
         size = (max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5)))
-        scaled = resize(image, size, align_corners=False)
+        scaled = _resize_frames(image, size)
         for flipped in ([False, True] if flip else [False]):
-            x = scaled[:, :, :, ::-1] if flipped else scaled
+            x = scaled[..., ::-1] if flipped else scaled
             out = (slide_inference(model, x, num_classes, crop_size, stride) if mode == "slide"
                    else whole_inference(model, x))
             if flipped:
@@ -155,20 +168,28 @@ def preprocess(image_rgb: np.ndarray, input_norm: InputNorm, preset: Optional[Da
     return chw
 
 
-def predict_image(model: nn.Module, image_rgb: np.ndarray, num_classes: int,
+def predict_image(model: nn.Module, image_rgb: Union[np.ndarray, Sequence[np.ndarray]], num_classes: int,
                   preset: Optional[DatasetPreset] = None, mode: str = "whole", test_size=None,
                   crop_size=None, stride=None, scales: Sequence[float] = (1.0,), flip: bool = False,
                   flip_pairs: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
     """Class indices (HxW, uint8 for up to 256 classes) at the image's own size.
 
+    ``image_rgb`` is one image, or for a video model a clip: a list of frames
+    of one size, the labelled one at ``utils.clips.labelled_frame(len)``.
     ``flip_pairs`` (classes a mirror exchanges, for ``flip``) default to the
     preset's when a preset is given, else none; pass ``()`` for none.
     """
     if flip_pairs is None and preset is not None:
         flip_pairs = preset.flip_pairs
-    chw = preprocess(image_rgb, model.input_norm, preset, test_size)
+    if isinstance(image_rgb, np.ndarray):
+        batch, size = preprocess(image_rgb, model.input_norm, preset, test_size)[None], image_rgb.shape[:2]
+    else:
+        if len({frame.shape for frame in image_rgb}) != 1:
+            raise ValueError(f"the frames of a clip must have one size, got {[f.shape for f in image_rgb]}")
+        batch = np.stack([preprocess(frame, model.input_norm, preset, test_size) for frame in image_rgb])[None]
+        size = image_rgb[0].shape[:2]
     with jt.no_grad():
-        scores = inference(model, jt.array(chw[None]), num_classes, out_size=image_rgb.shape[:2], mode=mode,
+        scores = inference(model, jt.array(batch), num_classes, out_size=size, mode=mode,
                            crop_size=crop_size, stride=stride, scales=scales, flip=flip, flip_pairs=flip_pairs)
         pred = scores.argmax(dim=1)[0][0].numpy()
     return pred.astype(np.uint8 if num_classes <= 256 else np.int32)

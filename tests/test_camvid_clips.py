@@ -314,6 +314,12 @@ def test_the_generated_video_demo_loads_as_clips(tmp_path):
     assert set(np.unique(label.numpy())) <= set(range(get_preset("demo_video").num_classes)) | {255}
     for frames, path in zip(meta["frames"], meta["image_path"]):
         assert frames[2] == path and all(os.path.isfile(f) for f in frames)
+    # without clip_length: the labelled frames alone, as images (the 2-D models' dataset)
+    images = build_dataset("demo_video", str(tmp_path), input_norm=CAFFE_BGR)
+    assert isinstance(images, CamVidDataset) and not isinstance(images, CamVidClipDataset)
+    assert images.num_samples == counts["val"] and images.num_classes == get_preset("demo_video").num_classes
+    image, label, meta = next(iter(images))
+    assert tuple(image.shape) == (1, 3, 24, 32) and tuple(label.shape) == (1, 24, 32)
 
 
 # ----------------------------------------------------------------------------- errors

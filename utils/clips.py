@@ -8,7 +8,11 @@ datasets build clips with it, and the video CCNet predicts that frame.
 """
 from __future__ import annotations
 
-__all__ = ["labelled_frame", "clip_offsets"]
+__all__ = ["DEFAULT_CLIP_LENGTH", "labelled_frame", "clip_offsets"]
+
+#: Frames per clip of the video models when none is given: the TPAMI paper's CamVid clips (5 frames,
+#: from secondary sources; the paper's text is not checked).
+DEFAULT_CLIP_LENGTH = 5
 
 
 def labelled_frame(clip_length: int) -> int:
