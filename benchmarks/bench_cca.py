@@ -12,6 +12,11 @@ and left out.
 * torch-bmm         the official CCNet pure-python formulation (bmm, -inf diagonal)
 * torch-einsum      the mmcv formulation (einsum, -inf diagonal)
 
+A shape of five numbers ``B C T H W`` times the 3-D attention over clips
+(``models.ops.cca3d``, T + H + W - 2 positions per pixel) the same way, against
+the same two PyTorch formulations extended by the time line
+(``bench_common.torch_bmm_3d``, ``torch_einsum_3d``).
+
 Each implementation and mode runs in its own subprocess: time is the median
 of --repeat runs after --warmup runs (with jt.sync_all(True) around Jittor's
 lazy execution); peak memory is the process's peak resident set (VmHWM) minus
@@ -26,6 +31,7 @@ the rounds, each speed-up the median of the rounds' ratios. GFLOP/s come from
 
     python benchmarks/bench_cca.py                       # [2, 512, 97, 97] on CPU
     python benchmarks/bench_cca.py --shape 1 512 129 257 --json out.json
+    python benchmarks/bench_cca.py --shape 1 512 5 97 97           # a clip of 5 frames
 """
 from __future__ import annotations
 
@@ -38,9 +44,9 @@ import subprocess
 import sys
 
 from bench_common import (cca_inputs, check_json_option, combine_rounds, cpu_model, fma_peak_gflops, median_ratio, rss_kb,
-                          run_worker, time_runs, torch_bmm, torch_einsum, write_record)
+                          run_worker, time_runs, torch_bmm, torch_bmm_3d, torch_einsum, torch_einsum_3d, write_record)
 IMPLS = ("jittor-kernel", "jittor-reference", "torch-bmm", "torch-einsum")
-CHECK_SHAPE = (2, 16, 5, 7)
+CHECK_SHAPES = {4: (2, 16, 5, 7), 5: (2, 16, 3, 5, 7)}  # images, clips
 
 
 # -- one implementation, in a subprocess ------------------------------------------
@@ -50,6 +56,8 @@ def _worker(impl: str, mode: str, shape, warmup: int, repeat: int) -> dict:
         import jittor_env  # noqa: F401
         import jittor as jt
         from models.ops.cca import criss_cross_attention
+        from models.ops.cca3d import criss_cross_attention_3d
+        attend = criss_cross_attention_3d if len(shape) == 5 else criss_cross_attention
         jimpl = "kernel" if impl == "jittor-kernel" else "reference"
 
         def make(arrays):
@@ -57,7 +65,7 @@ def _worker(impl: str, mode: str, shape, warmup: int, repeat: int) -> dict:
 
         def run(tensors, backward):
             q, k, v = tensors
-            out = criss_cross_attention(q, k, v, impl=jimpl)
+            out = attend(q, k, v, impl=jimpl)
             if backward:
                 jt.sync(jt.grad(out.sum(), [q, k, v]))
             else:
@@ -71,7 +79,8 @@ def _worker(impl: str, mode: str, shape, warmup: int, repeat: int) -> dict:
         version = jt.__version__
     else:
         import torch
-        fn = torch_bmm if impl == "torch-bmm" else torch_einsum
+        fns = {4: (torch_bmm, torch_einsum), 5: (torch_bmm_3d, torch_einsum_3d)}[len(shape)]
+        fn = fns[0] if impl == "torch-bmm" else fns[1]
 
         def make(arrays):
             return [torch.from_numpy(a).requires_grad_(True) for a in arrays]
@@ -87,7 +96,7 @@ def _worker(impl: str, mode: str, shape, warmup: int, repeat: int) -> dict:
         device = "cpu"
         version = torch.__version__
 
-    check = to_numpy(run(make(cca_inputs(CHECK_SHAPE, seed=1)), False))
+    check = to_numpy(run(make(cca_inputs(CHECK_SHAPES[len(shape)], seed=1)), False))
     tensors = make(cca_inputs(shape))
     base_kb = rss_kb("VmRSS")
     backward = mode == "fwd+bwd"
@@ -109,8 +118,9 @@ def _torch_available() -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", nargs=4, type=int, default=[2, 512, 97, 97], metavar=("B", "C", "H", "W"),
-                        help="value shape; query/key have C/8 channels (default: 2 512 97 97, a 769 crop at OS 8)")
+    parser.add_argument("--shape", nargs="+", type=int, default=[2, 512, 97, 97], metavar="N",
+                        help="value shape B C H W, or B C T H W for clips; query/key have C/8 channels "
+                             "(default: 2 512 97 97, a 769 crop at OS 8)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3,
@@ -122,6 +132,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=("fwd", "fwd+bwd"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     check_json_option(parser, args.json)
+    if len(args.shape) not in (4, 5) or min(args.shape) < 1 or args.shape[1] < 8:
+        parser.error(f"--shape must be B C H W or B C T H W, positive, C at least 8; got {args.shape}")
     if args.worker == "peak":
         print(json.dumps(fma_peak_gflops()))
         return 0
@@ -150,14 +162,16 @@ def main(argv=None) -> int:
     for (impl, mode), r in rows.items():
         r["check_max_abs_diff_vs_kernel"] = (float(np.abs(np.array(r["check"]) - np.array(kernel_check)).max())
                                              if kernel_check is not None else None)
-    B, C, H, W = args.shape
+    B, C, *rest = args.shape
+    T, H, W = rest if len(rest) == 3 else [1, *rest]
     from models.complexity import cca_flops  # here: the workers must not import Jittor with it
-    flops = sum(cca_flops(B, C // 8, C, H, W).values())
+    flops = sum(cca_flops(B, C // 8, C, H, W, T).values())
     flops = {"fwd": flops, "fwd+bwd": 3 * flops}  # the backward pass: two products per forward product
     for (impl, mode), r in rows.items():
         r["gflops_per_s"] = flops[mode] / (r["ms"] / 1000) / 1e9
     peak = run_worker([sys.executable, os.path.abspath(__file__), "--worker", "peak"], "FMA peak")
-    print(f"\nCriss-cross attention, value [B,C,H,W] = {args.shape}, query/key {C // 8} channels, float32, "
+    print(f"\nCriss-cross attention, value [B,C,{'T,' if len(rest) == 3 else ''}H,W] = {args.shape}, "
+          f"query/key {C // 8} channels, float32, "
           f"median of {args.repeat} after {args.warmup} warm-up, median of {args.rounds} interleaved rounds")
     print(f"{'implementation':18s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'peak fwd MB':>12s} {'peak f+b MB':>12s}"
           f" {'kernel speed-up f / f+b':>24s} {'same output':>12s} {'f+b GFLOP/s':>9s}")

@@ -22,7 +22,7 @@ if ROOT not in sys.path:
 from utils.fileio import OutputError, check_output_file, write_json  # noqa: E402  (after the path)
 
 __all__ = ["ROOT", "NUM_CLASSES", "rss_kb", "jittor_peak_bytes", "use_device", "measure_model", "rel_error", "cpu_model", "write_record", "run_worker", "cca_inputs", "torch_bmm",
-           "torch_einsum", "fma_peak_gflops", "combine_rounds", "median_ratio", "time_runs", "CCA_CUDA_ABI",
+           "torch_einsum", "torch_bmm_3d", "torch_einsum_3d", "fma_peak_gflops", "combine_rounds", "median_ratio", "time_runs", "CCA_CUDA_ABI",
            "CCA_DTYPES", "find_nvcc", "load_cca_cuda_abi", "cca_products", "GPU_PEAKS", "gpu_peaks"]
 
 
@@ -293,13 +293,14 @@ def median_ratio(a: dict, b: dict) -> float:
 
 
 def cca_inputs(shape, seed: int = 0):
-    """Random query, key ([B, C/8, H, W]) and value ([B, C, H, W]) float32 arrays."""
+    """Random query, key ([B, C/8, H, W]) and value ([B, C, H, W]) float32 arrays; for a clip shape
+    [B, C, T, H, W] query and key [B, C/8, T, H, W]."""
     import numpy as np
-    B, C, H, W = shape
+    B, C, *rest = shape
     rng = np.random.default_rng(seed)
-    q = rng.standard_normal((B, C // 8, H, W)).astype(np.float32)
-    k = rng.standard_normal((B, C // 8, H, W)).astype(np.float32)
-    v = rng.standard_normal((B, C, H, W)).astype(np.float32)
+    q = rng.standard_normal((B, C // 8, *rest)).astype(np.float32)
+    k = rng.standard_normal((B, C // 8, *rest)).astype(np.float32)
+    v = rng.standard_normal((B, C, *rest)).astype(np.float32)
     return q, k, v
 
 
@@ -409,3 +410,47 @@ def torch_einsum(q, k, v):
     attention = torch.softmax(torch.cat([e_col, e_row], dim=-1), dim=-1)
     return (torch.einsum("bciw,bhwi->bchw", v, attention[..., :H])
             + torch.einsum("bchj,bhwj->bchw", v, attention[..., H:]))
+
+
+def torch_bmm_3d(q, k, v):
+    """The 3-D attention over clips [B, C, T, H, W] in the official code's style: batched matmuls per
+    row, column and time line, -inf on the column's and the time line's self entry, one softmax."""
+    import torch
+    B, _, T, H, W = q.shape
+    C = v.shape[1]
+
+    def neg_inf_diag(n):
+        return torch.diag(torch.full((n,), float("-inf"), dtype=q.dtype, device=q.device)).unsqueeze(0)
+    e_row = torch.bmm(q.permute(0, 2, 3, 4, 1).reshape(B * T * H, W, -1),
+                      k.permute(0, 2, 3, 1, 4).reshape(B * T * H, -1, W)).view(B, T, H, W, W)   # [b,t,y,x,i]
+    e_col = (torch.bmm(q.permute(0, 2, 4, 3, 1).reshape(B * T * W, H, -1),
+                       k.permute(0, 2, 4, 1, 3).reshape(B * T * W, -1, H)) + neg_inf_diag(H))
+    e_col = e_col.view(B, T, W, H, H).permute(0, 1, 3, 2, 4)                                  # [b,t,y,x,j]
+    e_time = (torch.bmm(q.permute(0, 3, 4, 2, 1).reshape(B * H * W, T, -1),
+                        k.permute(0, 3, 4, 1, 2).reshape(B * H * W, -1, T)) + neg_inf_diag(T))
+    e_time = e_time.view(B, H, W, T, T).permute(0, 3, 1, 2, 4)                                # [b,t,y,x,s]
+    attention = torch.softmax(torch.cat([e_col, e_row, e_time], 4), dim=4)
+    a_col = attention[..., :H].permute(0, 1, 3, 4, 2).reshape(B * T * W, H, H)              # [(b t x), j, y]
+    a_row = attention[..., H:H + W].permute(0, 1, 2, 4, 3).reshape(B * T * H, W, W)         # [(b t y), i, x]
+    a_time = attention[..., H + W:].permute(0, 2, 3, 4, 1).reshape(B * H * W, T, T)         # [(b y x), s, t]
+    out_col = torch.bmm(v.permute(0, 2, 4, 1, 3).reshape(B * T * W, C, H), a_col).view(B, T, W, C, H)
+    out_row = torch.bmm(v.permute(0, 2, 3, 1, 4).reshape(B * T * H, C, W), a_row).view(B, T, H, C, W)
+    out_time = torch.bmm(v.permute(0, 3, 4, 1, 2).reshape(B * H * W, C, T), a_time).view(B, H, W, C, T)
+    return out_col.permute(0, 3, 1, 4, 2) + out_row.permute(0, 3, 1, 2, 4) + out_time.permute(0, 3, 4, 1, 2)
+
+
+def torch_einsum_3d(q, k, v):
+    """The 3-D attention over clips in the mmcv style: einsum energies, -inf on the self entries of
+    the column and the time line (as Serge-weihao/CCNet-Pure-Pytorch's CC3d masks two of three axes)."""
+    import torch
+    B, _, T, H, W = q.shape
+
+    def neg_inf_diag(n):
+        return torch.diag(torch.full((n,), float("-inf"), dtype=q.dtype, device=q.device))
+    e_row = torch.einsum("bcthw,bcthi->bthwi", q, k)
+    e_col = torch.einsum("bcthw,bctjw->bthwj", q, k) + neg_inf_diag(H)[None, None, :, None, :]
+    e_time = torch.einsum("bcthw,bcshw->bthws", q, k) + neg_inf_diag(T)[None, :, None, None, :]
+    attention = torch.softmax(torch.cat([e_row, e_col, e_time], dim=-1), dim=-1)
+    return (torch.einsum("bcthi,bthwi->bcthw", v, attention[..., :W])
+            + torch.einsum("bctjw,bthwj->bcthw", v, attention[..., W:W + H])
+            + torch.einsum("bcshw,bthws->bcthw", v, attention[..., W + H:]))

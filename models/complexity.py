@@ -18,7 +18,8 @@ multiply-adds of:
 * criss-cross attention (:class:`models.ccnet.CrissCrossAttention`, once per
   recurrence): the energies ``ca_weight`` ``2*B*Cqk*H*W*(H+W-1)`` and the
   aggregation ``ca_map`` ``2*B*C*H*W*(H+W-1)``; its 1x1 query/key/value convs
-  are counted as convolutions;
+  are counted as convolutions; over a clip (:class:`models.ccnet.CrissCrossAttention3D`)
+  ``B*H*W*(H+W-1)`` becomes ``B*T*H*W*(T+H+W-2)``;
 * the non-local block (:class:`models.nonlocal_block.NonLocalBlock`): the
   energies ``2*B*Ck*N*N`` and the aggregation ``2*B*Cv*N*N`` (``N = H*W``),
   its 1x1 convs as convolutions.
@@ -43,7 +44,7 @@ import jittor_env  # noqa: F401  (before jittor)
 import jittor as jt
 from jittor import nn
 
-from models.ccnet import CrissCrossAttention
+from models.ccnet import CrissCrossAttention, CrissCrossAttention3D
 from models.nonlocal_block import NonLocalBlock
 
 __all__ = ["cca_flops", "KINDS", "count_parameters", "count_flops", "describe"]
@@ -92,13 +93,15 @@ def _input_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def cca_flops(batch: int, qk_channels: int, channels: int, height: int, width: int) -> dict[str, int]:
-    """Forward FLOPs of criss-cross attention: ``{"cca_weight": ..., "cca_map": ...}`` (module docstring).
+def cca_flops(batch: int, qk_channels: int, channels: int, height: int, width: int,
+              frames: int = 1) -> dict[str, int]:
+    """Forward FLOPs of criss-cross attention: ``{"cca_weight": ..., "cca_map": ...}`` (module docstring);
+    with ``frames`` > 1 of the 3-D attention over clips (``T + H + W - 2`` positions per pixel).
 
     The backward pass computes two products of the same size per product (the
     gradients of both inputs), so forward + backward is three times the sum.
     """
-    positions = batch * height * width * (height + width - 1)
+    positions = batch * frames * height * width * (frames + height + width - 2)
     return {"cca_weight": 2 * positions * qk_channels, "cca_map": 2 * positions * channels}
 
 
@@ -112,6 +115,9 @@ def _layer_flops(module: nn.Module, x: jt.Var, out) -> dict[str, int]:
     if isinstance(module, CrissCrossAttention):
         B, _, H, W = (int(s) for s in x.shape)
         return cca_flops(B, int(module.query_conv.out_channels), int(module.value_conv.out_channels), H, W)
+    if isinstance(module, CrissCrossAttention3D):
+        B, _, T, H, W = (int(s) for s in x.shape)
+        return cca_flops(B, int(module.query_conv.out_channels), int(module.value_conv.out_channels), H, W, T)
     if isinstance(module, NonLocalBlock):
         B, _, H, W = (int(s) for s in x.shape)
         pairs = B * (H * W) ** 2

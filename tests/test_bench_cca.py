@@ -36,6 +36,23 @@ def test_op_benchmark_records_times_flops_and_the_machine_peak(tmp_path):
             assert "(family " in record["machine"]
 
 
+def test_op_benchmark_of_clips_compares_the_3d_formulations(tmp_path):
+    pytest.importorskip("torch", reason="the benchmark compares with the PyTorch formulations")
+    out = tmp_path / "cca3d.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_cca.py"), "--shape", "1", "16",
+                             "3", "9", "11", "--warmup", "0", "--repeat", "1", "--rounds", "1", "--json", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    # by hand: 3 * 9 * 11 positions x (3 + 9 + 11 - 2) = 21 slots; 2 query/key channels, 16 value channels
+    forward = 2 * 3 * 9 * 11 * 21 * 2 + 2 * 3 * 9 * 11 * 21 * 16
+    assert record["flops"] == {"fwd": forward, "fwd+bwd": 3 * forward}
+    assert len(record["results"]) == 8
+    for r in record["results"]:  # the four compute the same 3-D function (a clip of 2 x 16 x 3 x 5 x 7)
+        assert r["check_max_abs_diff_vs_kernel"] < 1e-5, r["impl"]
+    assert "value [B,C,T,H,W] = [1, 16, 3, 9, 11]" in result.stdout
+
+
 def test_tile_sweep_times_each_tiling_and_checks_it_computes_the_same(tmp_path):
     out = tmp_path / "tiles.json"
     script = os.path.join(ROOT, "benchmarks", "bench_cca_tiles.py")
