@@ -13,12 +13,13 @@ Three commands (``benchmarks/gpu_run.sh`` runs all three):
        ``impl="kernel"``): forward and the gradients of every input on CUDA
        against the same on the CPU (the C++ kernel), at a few shapes (H != W, H = 1,
        W = 1, a 769 crop's [2, 512, 97, 97]), in float32 and float16 (float16 on CUDA
-       against float32 on the CPU, on the same rounded inputs). The error is
+       against float32 on the CPU, on the same rounded inputs); the same for the 3-D
+       functions of ``models/ops/cca3d.py`` at clip shapes [B, C, T, H, W]. The error is
        max |cuda - cpu| / max |cpu|.
     3. When all pass: ``criss_cross_attention`` with ``impl="kernel"`` against
        ``impl="reference"`` on CUDA, forward and forward+backward, at [2, 512, 97, 97]
-       and [1, 512, 129, 257], and which is faster: what ``impl="auto"`` should run
-       on CUDA (``models.ops.cca.CUDA_AUTO_IMPL``).
+       and [1, 512, 129, 257] and a clip of 5 frames [1, 512, 5, 97, 97], and which is
+       faster: what ``impl="auto"`` should run on CUDA (``models.ops.cca.CUDA_AUTO_IMPL``).
     Exit status 0 when every check passes, 1 otherwise.
 
 ``eval``
@@ -57,9 +58,22 @@ if ROOT not in sys.path:
 
 from bench_common import rel_error  # noqa: E402  (the benchmarks' one comparison of results)
 
-#: value shapes [B, C, H, W]; query / key have max(C // 8, 1) channels
-OP_SHAPES = [(2, 24, 13, 29), (1, 16, 1, 33), (1, 16, 31, 1), (2, 512, 97, 97)]
-TIME_SHAPES = [(2, 512, 97, 97), (1, 512, 129, 257)]  # a 769 crop and a whole Cityscapes image at 1/8
+#: value shapes [B, C, H, W], or [B, C, T, H, W] for the 3-D op; query / key have max(C // 8, 1) channels
+OP_SHAPES = [(2, 24, 13, 29), (1, 16, 1, 33), (1, 16, 31, 1), (2, 512, 97, 97), (2, 24, 3, 13, 29), (1, 16, 18, 5, 1),
+             (1, 512, 5, 65, 65)]
+#: a 769 crop, a whole Cityscapes image at 1/8, a clip of 5 frames of 769 crops
+TIME_SHAPES = [(2, 512, 97, 97), (1, 512, 129, 257), (1, 512, 5, 97, 97)]
+
+
+def _functions(shape) -> tuple:
+    """(ca_weight, ca_map, criss_cross_attention, positions per pixel) of images or, for 5 sizes, clips."""
+    if len(shape) == 5:
+        from models.ops.cca3d import ca_map_3d, ca_weight_3d, criss_cross_attention_3d
+        _, _, T, H, W = shape
+        return ca_weight_3d, ca_map_3d, criss_cross_attention_3d, T + H + W - 2
+    from models.ops.cca import ca_map, ca_weight, criss_cross_attention
+    _, _, H, W = shape
+    return ca_weight, ca_map, criss_cross_attention, H + W - 1
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 BACKEND_TOLERANCE = {"matmul": 1e-4, "softmax": 1e-5, "conv2d": 1e-4, "depthwise_conv_grad": 1e-4}
 
@@ -150,18 +164,18 @@ def backend_checks(jt) -> list[dict]:
 def op_checks(jt, shapes=OP_SHAPES, dtypes=("float32", "float16")) -> list[dict]:
     """ca_weight / ca_map / criss_cross_attention, forward and backward, on CUDA against the CPU."""
     import numpy as np
-    from models.ops.cca import ca_map, ca_weight, criss_cross_attention
     rows = []
     for shape in shapes:
-        B, C, H, W = shape
+        ca_weight, ca_map, criss_cross_attention, L = _functions(shape)
+        B, C, *rest = shape
         cq = max(C // 8, 1)
         rng = np.random.default_rng(sum(shape))
-        q, k = (rng.standard_normal((B, cq, H, W)) for _ in range(2))
-        v = rng.standard_normal((B, C, H, W))
-        att = rng.random((B, H + W - 1, H, W))
+        q, k = (rng.standard_normal((B, cq, *rest)) for _ in range(2))
+        v = rng.standard_normal((B, C, *rest))
+        att = rng.random((B, L, *rest))
         att /= att.sum(1, keepdims=True)
-        g_e = rng.standard_normal((B, H + W - 1, H, W))
-        g_o = rng.standard_normal((B, C, H, W))
+        g_e = rng.standard_normal((B, L, *rest))
+        g_o = rng.standard_normal((B, C, *rest))
         for dtype in dtypes:
             # float16 inputs are rounded once; the CPU (float32 only for half data) sees the same values
             cast = (lambda x: x.astype(np.float16).astype(np.float32)) if dtype == "float16" else \
@@ -213,12 +227,12 @@ def impl_timings(jt, shapes=TIME_SHAPES, dtypes=("float32", "float16"), warmup=3
     """criss_cross_attention on CUDA, impl="kernel" against impl="reference": forward and forward+backward
     (median ms of ``repeat`` after ``warmup``, each run synchronised), and which one impl="auto" should run."""
     import numpy as np
-    from models.ops.cca import criss_cross_attention
     rows = []
     for shape in shapes:
-        B, C, H, W = shape
+        criss_cross_attention = _functions(shape)[2]
+        B, C, *rest = shape
         rng = np.random.default_rng(0)
-        data = [rng.standard_normal((B, c, H, W)).astype(np.float32) for c in (C // 8, C // 8, C)]
+        data = [rng.standard_normal((B, c, *rest)).astype(np.float32) for c in (C // 8, C // 8, C)]
         for dtype in dtypes:
             row = {"shape": list(shape), "dtype": dtype}
             with jt.flag_scope(use_cuda=1 if cuda else 0):

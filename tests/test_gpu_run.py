@@ -154,7 +154,7 @@ def jt():
     return jittor
 
 
-SHAPES = [(2, 16, 5, 7), (1, 8, 1, 9)]
+SHAPES = [(2, 16, 5, 7), (1, 8, 1, 9), (1, 16, 3, 4, 5)]  # images, and a clip for the 3-D functions
 
 
 def test_op_checks_compare_forward_and_every_gradient(jt, monkeypatch):
@@ -232,10 +232,11 @@ def test_eval_command_times_whole_and_sliding_window(tmp_path):
 
 def test_impl_timings_time_both_impls_and_name_the_faster(jt):
     """On the CPU (cuda=False): both impls, forward and forward+backward, one row per shape and dtype."""
-    rows = gjc.impl_timings(jt, shapes=[(1, 16, 5, 7)], dtypes=("float32",), warmup=1, repeat=2, cuda=False)
-    assert len(rows) == 1
-    row = rows[0]
-    for impl in ("kernel", "reference"):
-        for mode in ("fwd", "fwd+bwd"):
-            assert row[f"{impl} {mode} ms"] > 0, row
-    assert row["faster"] == min(("kernel", "reference"), key=lambda i: row[f"{i} fwd+bwd ms"])
+    rows = gjc.impl_timings(jt, shapes=[(1, 16, 5, 7), (1, 16, 3, 5, 7)], dtypes=("float32",), warmup=1, repeat=2,
+                            cuda=False)
+    assert len(rows) == 2  # an image and a clip
+    for row in rows:
+        for impl in ("kernel", "reference"):
+            for mode in ("fwd", "fwd+bwd"):
+                assert row[f"{impl} {mode} ms"] > 0, row
+        assert row["faster"] == min(("kernel", "reference"), key=lambda i: row[f"{i} fwd+bwd ms"])
