@@ -83,6 +83,22 @@ def test_clip_flags_are_checked_before_any_work(clips, tmp_path, capsys):
                    "--iters", 2, "--no-progress", *VIDEO_MODEL_ARGS])
 
 
+def test_a_2d_run_initialises_a_video_model(clips, tmp_path, capsys):
+    """--weights of a 2-D run (the labelled frames as images) loads whole into ccnet3d_demo."""
+    two_d = tmp_path / "two_d"
+    run_train(["--dataset", "demo_video", "--data-path", str(clips), "--output-dir", str(two_d), "--crop-size", "32",
+               "48", "-b", "2", "--eval-interval", "0", "-j", "0", "--no-progress", "--iters", 2, *TINY_MODEL_ARGS])
+    video = tmp_path / "video"
+    run_train(video_args(clips, video, "--iters", 1, "--clip-length", 3, "--weights", two_d, "--lr", 1e-9))
+    assert "note:" not in capsys.readouterr().out  # used as a whole model, not as backbone weights
+    a = checkpoint.load_checkpoint(str(two_d / "checkpoint_last.pkl"))["model"]
+    b = checkpoint.load_checkpoint(str(video / "checkpoint_last.pkl"))["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        if "running_" not in key and "num_batches" not in key:  # BatchNorm statistics move without a step
+            np.testing.assert_allclose(a[key], b[key], atol=1e-6, err_msg=key)
+
+
 @pytest.fixture(scope="module")
 def video_checkpoint(clips, tmp_path_factory):
     out = tmp_path_factory.mktemp("video_run") / "run"
