@@ -12,6 +12,8 @@
 * OHEM's ``--ohem-min-kept`` counts the pixels of the global batch: 2
   processes select the same pixels as one.
 * A run is resumed only with the number of processes it was trained with.
+* A video preset trains on clips over 2 processes as in one, and evaluates
+  its clips over 2 processes to the same confusion matrix.
 """
 import json
 import os
@@ -23,7 +25,7 @@ import numpy as np
 import pytest
 
 from engine.checkpoint import load_checkpoint
-from seg_fixtures import train_args, write_blocks_dataset
+from seg_fixtures import TINY_MODEL_ARGS, train_args, write_blocks_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPIRUN = shutil.which("mpirun")
@@ -94,6 +96,30 @@ def test_two_processes_match_one(data, tmp_path):
     r2 = json.load(open(tmp_path / "ev2" / "results.json"))
     assert r1["images"] == r2["images"] == 5
     assert r1["confusion_matrix"] == r2["confusion_matrix"]
+
+
+def test_video_preset_on_two_processes_matches_one(tmp_path):
+    from datasets import demo
+    clips = str(tmp_path / "clips")
+    demo.write_video_clips(clips, num_train_seqs=2, num_val_seqs=1, num_test_seqs=1, labelled_per_seq=3,
+                           label_every=4, height=32, width=48)
+    args = ["--dataset", "demo_video", "--data-path", clips, "--crop-size", "32", "48", "-b", "4", "--iters", "3",
+            "--clip-length", "3", "--clip-stride", "2", "--model-opt", "dropout=0", "--eval-interval", "0",
+            "-j", "0", "--no-progress", "--snapshot-interval", "100", "--model", "ccnet3d_demo", *TINY_MODEL_ARGS[2:]]
+    run([sys.executable, "train.py", "--output-dir", str(tmp_path / "one")] + args)
+    out = mpirun(2, "train.py", ["--output-dir", tmp_path / "two"] + args)
+    assert "over 2 process(es)" in out and "max abs difference 0\n" in out
+    a = load_checkpoint(str(tmp_path / "one" / "checkpoint_last.pkl"))
+    b = load_checkpoint(str(tmp_path / "two" / "checkpoint_last.pkl"))
+    for key in a["model"]:
+        np.testing.assert_allclose(b["model"][key], a["model"][key], rtol=1e-4, atol=1e-5, err_msg=key)
+    ev = ["--checkpoint", tmp_path / "one", "--no-progress", "-j", "0"]
+    run([sys.executable, "evaluate.py"] + [str(a) for a in ev + ["--output-dir", tmp_path / "ev1"]])
+    out = mpirun(2, "evaluate.py", ev + ["--output-dir", tmp_path / "ev2"])
+    assert "clips of 3 frames 2 apart" in out
+    r1 = json.load(open(tmp_path / "ev1" / "results.json"))
+    r2 = json.load(open(tmp_path / "ev2" / "results.json"))
+    assert r1["images"] == r2["images"] == 3 and r1["confusion_matrix"] == r2["confusion_matrix"]
 
 
 def test_ohem_min_kept_counts_the_global_batch(data, tmp_path):
