@@ -17,7 +17,7 @@ import sys
 from typing import Any, Iterable, Mapping, Optional
 
 from cli.official import check_classes
-from datasets import get_preset
+from datasets import CLIP_PRESETS, get_preset
 from models import MODEL_PRESETS
 from models.losses import AUX_WEIGHT, CCL_DELTAS, CCL_DIM, CCL_WEIGHTS, OHEM_MIN_KEPT, OHEM_THRESH
 from utils.clips import DEFAULT_CLIP_LENGTH
@@ -236,6 +236,9 @@ def resolve_train_config(options: Mapping[str, Any]) -> dict:
     cfg["model_opts"] = parse_model_opts(cfg["model_opt"])
     video = cfg["model_opts"].get("video", MODEL_PRESETS[cfg["model"]].get("video", False))
     cfg["clip_length"], cfg["clip_stride"] = clip_settings(cfg, cfg["model"], video)
+    if cfg["clip_length"] is not None and preset.name not in CLIP_PRESETS:
+        raise ValueError(f"{cfg['model']} trains on clips of video frames; the dataset {preset.name!r} has none "
+                         f"(clips need {' or '.join(CLIP_PRESETS)})")
     if cfg["ccl"]:
         # the projection of the category consistent loss is part of the model (training only)
         cfg["model_opts"]["ccl_dim"] = int(cfg["ccl_dim"])

@@ -78,9 +78,10 @@ def test_clip_flags_are_checked_before_any_work(clips, tmp_path, capsys):
         with pytest.raises(ValueError, match=message):
             run_train(args)
         assert not (tmp_path / "bad").exists()
-    with pytest.raises(ValueError, match="has no video frames"):
+    with pytest.raises(ValueError, match="the dataset 'demo' has none"):
         run_train(["--dataset", "demo", "--data-path", str(clips), "--output-dir", str(tmp_path / "bad2"),
                    "--iters", 2, "--no-progress", *VIDEO_MODEL_ARGS])
+    assert not (tmp_path / "bad2").exists()
 
 
 def test_a_2d_run_initialises_a_video_model(clips, tmp_path, capsys):
