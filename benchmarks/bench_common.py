@@ -323,10 +323,11 @@ def find_nvcc() -> str | None:
 
 
 def load_cca_cuda_abi(library: str):
-    """``ctypes`` handle of a shared library built from :data:`CCA_CUDA_ABI`, its two functions typed.
+    """``ctypes`` handle of a shared library built from :data:`CCA_CUDA_ABI`, its four functions typed.
 
-    ``cca_cuda_weight(dtype, P, Q, E, B, C, H, W, stream)`` and
-    ``cca_cuda_map(dtype, transposed, A, V, O, B, C, H, W, stream)`` take
+    ``cca_cuda_weight(dtype, P, Q, E, B, C, H, W, stream)``,
+    ``cca_cuda_map(dtype, transposed, A, V, O, B, C, H, W, stream)`` and their
+    clip forms ``cca_cuda_weight3d`` / ``cca_cuda_map3d`` (``B, C, T, H, W``) take
     pointers as integers and return the CUDA error code (0 is success).
     """
     import ctypes
@@ -334,7 +335,10 @@ def load_cca_cuda_abi(library: str):
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
     lib.cca_cuda_weight.argtypes = [i32, ptr, ptr, ptr, i32, i32, i32, i32, ptr]
     lib.cca_cuda_map.argtypes = [i32, i32, ptr, ptr, ptr, i32, i32, i32, i32, ptr]
-    lib.cca_cuda_weight.restype = lib.cca_cuda_map.restype = i32
+    lib.cca_cuda_weight3d.argtypes = [i32, ptr, ptr, ptr, i32, i32, i32, i32, i32, ptr]
+    lib.cca_cuda_map3d.argtypes = [i32, i32, ptr, ptr, ptr, i32, i32, i32, i32, i32, ptr]
+    for fn in (lib.cca_cuda_weight, lib.cca_cuda_map, lib.cca_cuda_weight3d, lib.cca_cuda_map3d):
+        fn.restype = i32
     return lib
 
 

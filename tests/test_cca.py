@@ -13,6 +13,7 @@ from bench_common import find_nvcc
 from cca_oracle import np_ca_map, np_ca_weight, np_softmax
 from models.ccnet import CrissCrossAttention
 from models.ops.cca import ca_map, ca_weight, criss_cross_attention, position_softmax
+from models.ops.cca3d import criss_cross_attention_3d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -278,8 +279,8 @@ struct FatalLog { template <typename X> FatalLog& operator<<(const X&) { return 
 """
 JITTOR_CUDA_RUN = r"""
 void run_%(name)s(%(type)s* __restrict__ in0_p, %(type)s* __restrict__ in1_p, %(type)s* __restrict__ out0_p,
-                  index_t in0_shape0, index_t in0_shape1, index_t in0_shape2, index_t in0_shape3,
-                  index_t in1_shape0, index_t in1_shape1, index_t in1_shape2, index_t in1_shape3) {
+                  index_t in0_shape0, index_t in0_shape1, index_t in0_shape2, index_t in0_shape3, index_t in0_shape4,
+                  index_t in1_shape0, index_t in1_shape1, index_t in1_shape2, index_t in1_shape3, index_t in1_shape4) {
   typedef %(type)s in0_type;
   %(call)s;
 }
@@ -288,7 +289,8 @@ void run_%(name)s(%(type)s* __restrict__ in0_p, %(type)s* __restrict__ in1_p, %(
 
 def test_jittor_cuda_statements_compile_with_nvcc(tmp_path, monkeypatch):
     """The cuda_src statements that cca.py hands to jt.code (recorded while the CPU kernels run the
-    forward and backward), compiled against cca_cuda.cuh in the names Jittor's code op defines."""
+    forward and backward, of images and of clips), compiled against cca_cuda.cuh in the names Jittor's
+    code op defines."""
     nvcc = find_nvcc()  # the GPU benchmark's search (bench_common)
     if nvcc is None:
         pytest.skip("nvcc not found")
@@ -303,7 +305,11 @@ def test_jittor_cuda_statements_compile_with_nvcc(tmp_path, monkeypatch):
     monkeypatch.setattr(cca, "kernel", recording)
     q, k, v = (jt.array(x) for x in inputs((1, 2, 3, 4), dtype=np.float32))
     jt.grad(criss_cross_attention(q, k, v, impl="kernel").sum(), [q, k, v])
-    assert len(calls) == 3 and all("cca_cuda::" in c and "LOGf" in c for c in calls), calls  # weight, map, map^T
+    q, k, v = (jt.array(x[:, :, None].repeat(2, axis=2)) for x in inputs((1, 2, 3, 4), dtype=np.float32))
+    jt.grad(criss_cross_attention_3d(q, k, v, impl="kernel").sum(), [q, k, v])
+    # weight, map, map^T of images and of clips (weight3d, map3d)
+    assert len(calls) == 6 and all("cca_cuda::" in c and "LOGf" in c for c in calls), calls
+    assert sum("3d<" in c for c in calls) == 3, calls
     runs = [JITTOR_CUDA_RUN % {"name": f"{n}_{i}", "type": t, "call": c}
             for n, t in (("f", "float"), ("h", "__half"), ("d", "double")) for i, c in enumerate(sorted(calls))]
     src = tmp_path / "op.cu"

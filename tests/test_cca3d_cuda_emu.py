@@ -2,22 +2,16 @@
 
 weight3d and map3d (both orientations) run the 2-D op's row and column kernels over
 clips [B, C, T, H, W], and the column kernel once more along the time line. The
-harness is test_cca_cuda_emu's (the same g++ build of cca_cuda_abi.cu, NaN guards,
-threads in order and in reverse); the oracle is the float64 numpy definition of
-tests/cca_oracle.py. At T = 1 the 3-D entry points must give exactly the 2-D ones'
-results. Deliberately broken copies of the time line's launch must fail the
-checks. nvcc compiles the launchers as models/ops/cca3d.py hands them to jt.code.
-
-This module imports no Jittor itself: the AddressSanitizer test of test_cca_cuda_emu
-runs one 3-D case from it in a subprocess.
+harness and the checks are test_cca_cuda_emu's (the same g++ build of cca_cuda_abi.cu, NaN
+guards, threads in order and in reverse; its Emulated and case take clips); the oracle is
+the float64 numpy definition of tests/cca_oracle.py. At T = 1 the 3-D entry points must give
+exactly the 2-D ones' results. Deliberately broken copies of the time line's launch must fail
+the checks. (tests/test_cca.py compiles with nvcc the launches models/ops/cca3d.py hands to
+jt.code.)
 """
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
-import re
-import subprocess
 import sys
 
 import numpy as np
@@ -27,8 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from test_cca_cuda_emu import (CCA_DTYPES, FLOAT16_TOLERANCE, OPS, TOLERANCE, Emulated, build,  # noqa: E402
-                               find_nvcc, mutated_source)
+from test_cca_cuda_emu import (FLOAT16_TOLERANCE, PRODUCTS, Emulated, build, case, failures,  # noqa: E402
+                               mutated_source, run_product)
 from cca_oracle import (np_ca_map_3d, np_ca_map_3d_grad, np_ca_weight_3d, np_ca_weight_3d_grad,  # noqa: E402
                         np_softmax)
 
@@ -38,84 +32,11 @@ from cca_oracle import (np_ca_map_3d, np_ca_map_3d_grad, np_ca_weight_3d, np_ca_
 # 16-point tiles and K = T over several chunks.
 SHAPES = [(1, 3, 3, 4, 5), (2, 5, 1, 6, 7), (1, 4, 2, 3, 5), (1, 3, 4, 1, 6), (1, 3, 5, 4, 1),
           (1, 2, 3, 1, 1), (2, 17, 3, 5, 37), (1, 3, 18, 2, 3)]
-PRODUCTS = ("weight", "map", "weight dq", "weight dk", "map da", "map dv")
-
-
-class Emulated3D(Emulated):
-    """Emulated, with the 3-D entry points cca_cuda_weight3d / cca_cuda_map3d of cca_cuda_abi.cu."""
-
-    def __init__(self, library: str, guard: int | None = None):
-        super().__init__(library, **({} if guard is None else {"guard": guard}))
-        ptr, i32 = ctypes.c_void_p, ctypes.c_int
-        self.lib.cca_cuda_weight3d.argtypes = [i32, ptr, ptr, ptr, i32, i32, i32, i32, i32, ptr]
-        self.lib.cca_cuda_map3d.argtypes = [i32, i32, ptr, ptr, ptr, i32, i32, i32, i32, i32, ptr]
-        self.lib.cca_cuda_weight3d.restype = self.lib.cca_cuda_map3d.restype = i32
-
-    def weight3d(self, p, q, dtype):
-        B, C, T, H, W = p.shape
-        return self._run(lambda P, Q, E: self.lib.cca_cuda_weight3d(CCA_DTYPES[dtype], P, Q, E, B, C, T, H, W, None),
-                         [p, q], (B, T + H + W - 2, T, H, W), dtype)
-
-    def map3d(self, a, v, transposed, dtype):
-        B, C, T, H, W = v.shape
-        return self._run(lambda A, V, O: self.lib.cca_cuda_map3d(CCA_DTYPES[dtype], int(transposed), A, V, O,
-                                                                   B, C, T, H, W, None),
-                         [a, v], v.shape, dtype)
-
-
-@functools.lru_cache(maxsize=None)
-def case(shape, round_to=None):
-    """Inputs and the float64 oracle's six products; inputs rounded to ``round_to`` first if given."""
-    B, C, T, H, W = shape
-    rng = np.random.default_rng(sum(shape))
-    cast = (lambda x: x.astype(round_to).astype(np.float64)) if round_to else (lambda x: x)
-    q, k = cast(rng.standard_normal(shape)), cast(rng.standard_normal(shape))
-    v = cast(rng.standard_normal((B, 2 * C + 1, T, H, W)))
-    a = cast(np_softmax(np_ca_weight_3d(q, k), axis=1))
-    g_e, g_o = cast(rng.standard_normal(a.shape)), cast(rng.standard_normal(v.shape))
-    dq, dk = np_ca_weight_3d_grad(q, k, g_e)
-    da, dv = np_ca_map_3d_grad(a, v, g_o)
-    args = {"weight": ("weight", q, k), "map": ("map", a, v, False), "weight dq": ("map", g_e, k, False),
-            "weight dk": ("map", g_e, q, True), "map da": ("weight", g_o, v), "map dv": ("map", a, g_o, True)}
-    want = {"weight": np_ca_weight_3d(q, k), "map": np_ca_map_3d(a, v), "weight dq": dq, "weight dk": dk,
-            "map da": da, "map dv": dv}
-    return args, want
-
-
-def run_product(emu: Emulated3D, args, dtype):
-    if args[0] == "weight":
-        return emu.weight3d(args[1], args[2], dtype)
-    return emu.map3d(args[1], args[2], args[3], dtype)
-
-
-def errors(emu: Emulated3D, shape, dtype: str) -> dict:
-    """Largest error of each product relative to the largest oracle value (NaN if any output is NaN)."""
-    args, want = case(shape)
-    result = {}
-    for name in PRODUCTS:
-        got = run_product(emu, args[name], dtype)
-        scale = max(np.abs(want[name]).max(), 1e-30)
-        result[name] = float(np.abs(got - want[name]).max() / scale) if not np.isnan(got).any() else float("nan")
-    return result
-
-
-def failures(emu: Emulated3D, shapes, dtypes=("float64", "float32")) -> list[str]:
-    """Every (order, shape, dtype, product) whose error is above tolerance, in both thread orders."""
-    bad = []
-    for reverse in (False, True):
-        emu.set_order(reverse)
-        for shape in shapes:
-            for dtype in dtypes:
-                for name, err in errors(emu, shape, dtype).items():
-                    if not err <= TOLERANCE[dtype]:
-                        bad.append(f"{'reverse' if reverse else 'forward'} {shape} {dtype} {name}: {err:.3g}")
-    emu.set_order(False)
-    return bad
 
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
-    return Emulated3D(build(str(tmp_path_factory.mktemp("cuda_emu_3d") / "cca_emu.so")))
+    return Emulated(build(str(tmp_path_factory.mktemp("cuda_emu_3d") / "cca_emu.so")))
 
 
 # -- the oracle's backward ---------------------------------------------------------------
@@ -205,57 +126,9 @@ MUTATION_SHAPES = [(2, 17, 3, 5, 37), (1, 4, 2, 3, 5)]
 
 @pytest.mark.parametrize("name", list(MUTATIONS))
 def test_a_broken_time_line_fails_the_checks(name, tmp_path):
-    emu = Emulated3D(build(str(tmp_path / "broken.so"), mutated_source(tmp_path, *MUTATIONS[name])))
+    emu = Emulated(build(str(tmp_path / "broken.so"), mutated_source(tmp_path, *MUTATIONS[name])))
     try:
         bad = failures(emu, MUTATION_SHAPES, ["float64"])
     except AssertionError as err:  # a guard was overwritten
         bad = [str(err)]
     assert bad, f"{name}: the broken kernel passed"
-
-
-# -- nvcc --------------------------------------------------------------------------------------
-
-JITTOR_CUDA_OP = r"""
-#include "cca_cuda.cuh"
-namespace jittor {  // what Jittor's code op gives a cuda_src: its names, and LOGf
-typedef long long index_t;
-struct FatalLog { template <typename X> FatalLog& operator<<(const X&) { return *this; } };
-#define LOGf ::jittor::FatalLog()
-%s
-}
-"""
-JITTOR_CUDA_RUN = r"""
-void run_%(name)s(%(type)s* __restrict__ in0_p, %(type)s* __restrict__ in1_p, %(type)s* __restrict__ out0_p,
-                  index_t in0_shape0, index_t in0_shape1, index_t in0_shape2, index_t in0_shape3, index_t in0_shape4,
-                  index_t in1_shape0, index_t in1_shape1, index_t in1_shape2, index_t in1_shape3, index_t in1_shape4) {
-  typedef %(type)s in0_type;
-  { cudaError_t err = cca_cuda::%(call)s; if (err != cudaSuccess) LOGf << cudaGetErrorString(err); }
-}
-"""
-# The launches models/ops/cca.py builds for clips (its _SIZES[5]).
-SIZES_3D = "in0_shape0, in1_shape1, in0_shape2, in0_shape3, in0_shape4"
-CALLS_3D = [f"weight3d<in0_type>(in0_p, in1_p, out0_p, {SIZES_3D})",
-            f"map3d<in0_type, false>(in0_p, in1_p, out0_p, {SIZES_3D})",
-            f"map3d<in0_type, true>(in0_p, in1_p, out0_p, {SIZES_3D})"]
-
-
-def test_jittor_3d_statements_compile_with_nvcc(tmp_path):
-    """weight3d / map3d as jt.code statements for float, half and double, nvcc for sm_90 with every
-    warning an error; ptxas lists the kernels they launch: the 2-D op's row and column kernels."""
-    nvcc = find_nvcc()  # the GPU benchmark's search (bench_common)
-    if nvcc is None:
-        pytest.skip("nvcc not found")
-    runs = [JITTOR_CUDA_RUN % {"name": f"{n}_{i}", "type": t, "call": c}
-            for n, t in (("f", "float"), ("h", "__half"), ("d", "double")) for i, c in enumerate(CALLS_3D)]
-    src = tmp_path / "op3d.cu"
-    src.write_text(JITTOR_CUDA_OP % "".join(runs))
-    result = subprocess.run([nvcc, "-std=c++14", "-arch=sm_90", "-Xptxas", "-v", "-Werror", "all-warnings",
-                             "-I", OPS, "-c", str(src), "-o", str(tmp_path / "op3d.o")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    kernels = set(re.findall(r"Compiling entry function '(_ZN8cca_cuda\w+)'", result.stderr))
-    names = subprocess.run(["c++filt"], input="\n".join(sorted(kernels)), capture_output=True, text=True).stdout
-    for dtype in ("float", "__half", "double"):
-        assert f"row_kernel<{dtype}>" in names, names
-        for mode in (0, 1, 2):  # weight, map, transposed map
-            assert f"col_kernel<{dtype}, {mode}>" in names, names
-    assert len(kernels) == 12  # 3 dtypes x (1 row + 3 column kernels): the time line adds none

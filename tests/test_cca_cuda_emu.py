@@ -39,7 +39,8 @@ for _path in (ROOT, os.path.join(ROOT, "benchmarks"), HERE):
         sys.path.insert(0, _path)
 
 from bench_common import CCA_CUDA_ABI, CCA_DTYPES, find_nvcc, load_cca_cuda_abi  # noqa: E402
-from cca_oracle import np_ca_map, np_ca_map_grad, np_ca_weight, np_ca_weight_grad, np_softmax  # noqa: E402
+from cca_oracle import (np_ca_map, np_ca_map_3d, np_ca_map_3d_grad, np_ca_map_grad, np_ca_weight,  # noqa: E402
+                        np_ca_weight_3d, np_ca_weight_3d_grad, np_ca_weight_grad, np_softmax)
 
 OPS = os.path.join(ROOT, "models", "ops")
 EMULATION = os.path.join(HERE, "cuda_emu.h")
@@ -113,11 +114,23 @@ class Emulated:
         return out[g:g + n].reshape(out_shape).astype(np.float64)
 
     def weight(self, p, q, dtype):
+        """weight of images [B, C, H, W], or weight3d of clips [B, C, T, H, W]."""
+        if p.ndim == 5:
+            B, C, T, H, W = p.shape
+            return self._run(lambda P, Q, E: self.lib.cca_cuda_weight3d(CCA_DTYPES[dtype], P, Q, E, B, C, T, H, W,
+                                                                         None),
+                             [p, q], (B, T + H + W - 2, T, H, W), dtype)
         B, C, H, W = p.shape
         return self._run(lambda P, Q, E: self.lib.cca_cuda_weight(CCA_DTYPES[dtype], P, Q, E, B, C, H, W, None),
                          [p, q], (B, H + W - 1, H, W), dtype)
 
     def map(self, a, v, transposed, dtype):
+        """map of images, or map3d of clips."""
+        if v.ndim == 5:
+            B, C, T, H, W = v.shape
+            return self._run(lambda A, V, O: self.lib.cca_cuda_map3d(CCA_DTYPES[dtype], int(transposed), A, V, O,
+                                                                      B, C, T, H, W, None),
+                             [a, v], v.shape, dtype)
         B, C, H, W = v.shape
         return self._run(lambda A, V, O: self.lib.cca_cuda_map(CCA_DTYPES[dtype], int(transposed), A, V, O,
                                                                  B, C, H, W, None),
@@ -132,19 +145,23 @@ class Emulated:
 
 @functools.lru_cache(maxsize=None)
 def case(shape, round_to=None):
-    """Inputs and the float64 oracle's six products; inputs rounded to ``round_to`` first if given."""
-    B, C, H, W = shape
+    """Inputs and the float64 oracle's six products, of images [B, C, H, W] or clips [B, C, T, H, W];
+    inputs rounded to ``round_to`` first if given."""
+    B, C, *rest = shape
+    weight, map_, weight_grad, map_grad = ((np_ca_weight_3d, np_ca_map_3d, np_ca_weight_3d_grad, np_ca_map_3d_grad)
+                                           if len(rest) == 3 else
+                                           (np_ca_weight, np_ca_map, np_ca_weight_grad, np_ca_map_grad))
     rng = np.random.default_rng(sum(shape))
     cast = (lambda x: x.astype(round_to).astype(np.float64)) if round_to else (lambda x: x)
-    q, k = cast(rng.standard_normal((B, C, H, W))), cast(rng.standard_normal((B, C, H, W)))
-    v = cast(rng.standard_normal((B, 2 * C + 1, H, W)))
-    a = cast(np_softmax(np_ca_weight(q, k), axis=1))
+    q, k = cast(rng.standard_normal(shape)), cast(rng.standard_normal(shape))
+    v = cast(rng.standard_normal((B, 2 * C + 1, *rest)))
+    a = cast(np_softmax(weight(q, k), axis=1))
     g_e, g_o = cast(rng.standard_normal(a.shape)), cast(rng.standard_normal(v.shape))
-    dq, dk = np_ca_weight_grad(q, k, g_e)
-    da, dv = np_ca_map_grad(a, v, g_o)
+    dq, dk = weight_grad(q, k, g_e)
+    da, dv = map_grad(a, v, g_o)
     args = {"weight": ("weight", q, k), "map": ("map", a, v, False), "weight dq": ("map", g_e, k, False),
             "weight dk": ("map", g_e, q, True), "map da": ("weight", g_o, v), "map dv": ("map", a, g_o, True)}
-    want = {"weight": np_ca_weight(q, k), "map": np_ca_map(a, v), "weight dq": dq, "weight dk": dk,
+    want = {"weight": weight(q, k), "map": map_(a, v), "weight dq": dq, "weight dk": dk,
             "map da": da, "map dv": dv}
     return args, want
 
@@ -282,14 +299,13 @@ def test_a_broken_kernel_fails_the_checks(name, tmp_path):
 
 # -- AddressSanitizer --------------------------------------------------------------------------
 
-# The 2-D checks and one clip of test_cca3d_cuda_emu (its time line over two images and two lane bands).
+# The 2-D checks and one clip (its time line over two images and two lane bands).
 ASAN_DRIVER = """
 import sys
 sys.path.insert(0, {here!r})
 import test_cca_cuda_emu as t
-import test_cca3d_cuda_emu as t3
-bad = t.failures(t.Emulated({library!r}, guard=0), [(2, 19, 13, 37), (1, 17, 18, 3), (1, 5, 1, 6)], ["float64"])
-bad += t3.failures(t3.Emulated3D({library!r}, guard=0), [(2, 17, 3, 5, 37)], ["float64"])
+bad = t.failures(t.Emulated({library!r}, guard=0), [(2, 19, 13, 37), (1, 17, 18, 3), (1, 5, 1, 6), (2, 17, 3, 5, 37)],
+                 ["float64"])
 print("failures:", bad)
 sys.exit(1 if bad else 0)
 """
