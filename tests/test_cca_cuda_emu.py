@@ -238,7 +238,9 @@ def test_emulated_kernels_with_2048_channels(emulated):
     assert {n: e for n, e in errors(emulated, (1, 2048, 3, 2), "float32").items() if not e <= 1e-5} == {}
 
 
-@pytest.mark.parametrize("shape", [(2, 19, 13, 37), (1, 17, 18, 3), (1, 3, 7, 1)])
+# images, and clips of the 3-D kernels (test_cca3d_cuda_emu): two lane bands, a time line over two tiles, W = 1
+@pytest.mark.parametrize("shape", [(2, 19, 13, 37), (1, 17, 18, 3), (1, 3, 7, 1), (2, 17, 3, 5, 37), (1, 3, 18, 2, 3),
+                                   (1, 3, 5, 4, 1)])
 def test_emulated_float16_matches_float32_within_tolerance(emulated, shape):
     args, want = case(shape, round_to=np.float16)  # inputs exactly representable in float16
     for name in PRODUCTS:
