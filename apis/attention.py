@@ -73,7 +73,8 @@ def run(options: dict) -> int:
             Image.fromarray(canvas).save(out)
             if options.get("save_npy"):
                 np.save(os.path.splitext(out)[0] + ".npy", np.stack(composed).astype(np.float32))
-            print(f"{out}: pixel ({int(px)}, {int(py)}) -> feature cell ({fx}, {fy}) of {w}x{h}")
+            print(f"{out}: pixel ({int(px)}, {int(py)}) -> feature cell ({fx}, {fy}) of {w}x{h}"
+                  + (f", clip {os.path.basename(clip[0])} .. {os.path.basename(clip[-1])}" if clip_length else ""))
             written += 1
     print(f"wrote {written} attention figure(s)")
     return 0

@@ -1,8 +1,8 @@
 """predict.py's run: segment image files and folders with a model from a file, write colourised results.
 
-A video model (``ccnet3d_*``) segments each image from a clip: the images of
-one folder (or the files given) are the frames of a sequence in name order,
-and an image's clip holds the frames ``--clip-stride`` apart around it
+A video model (``ccnet3d_*``) segments each image from a clip: the image files
+of its folder are the frames of a sequence in name order (given or not), and
+an image's clip holds the frames ``--clip-stride`` apart around it
 (``utils.clips``), clamped at the sequence's ends.
 """
 from __future__ import annotations
@@ -79,18 +79,19 @@ def _unique_stems(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def clip_paths(images: Sequence[tuple[str, str]], clip_length: int, clip_stride: int = 1) -> list[list[str]]:
-    """For each found image, the paths of its clip: the images of its folder are the frames of a
+    """For each found image, the paths of its clip: the image files of its folder are the frames of a
     sequence in name order, and the clip holds those ``clip_offsets`` away, clamped at the ends."""
     sequences: dict[str, list[str]] = {}
     for path, _ in images:
-        sequences.setdefault(os.path.dirname(os.path.abspath(path)), []).append(path)
-    for frames in sequences.values():
-        frames.sort()
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in sequences:
+            sequences[folder] = sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                                       if name.lower().endswith(IMAGE_EXTENSIONS))
     clips = []
     offsets = clip_offsets(clip_length, clip_stride)
     for path, _ in images:
         frames = sequences[os.path.dirname(os.path.abspath(path))]
-        i = frames.index(path)
+        i = frames.index(os.path.abspath(path))
         clips.append([frames[min(max(i + o, 0), len(frames) - 1)] for o in offsets])
     return clips
 

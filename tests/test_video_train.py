@@ -129,20 +129,29 @@ def test_predict_segments_each_frame_from_its_clip(clips, video_checkpoint, tmp_
 
 
 def test_predict_clip_helpers(tmp_path):
+    """An image's clip comes from the image files of its folder in name order, whichever were given."""
     from apis.predict import clip_paths
-    images = [(f"/seq/a/{i:02d}.png", "") for i in range(5)] + [("/seq/b/00.png", "")]
+    for folder, count in (("a", 5), ("b", 1)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            (tmp_path / folder / f"{i:02d}.png").write_bytes(b"")
+    (tmp_path / "a" / "notes.txt").write_text("not a frame")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    images = [(f"{a}/00.png", ""), (f"{a}/03.png", ""), (f"{b}/00.png", "")]
     clips = clip_paths(images, 3, 2)
-    assert clips[0] == ["/seq/a/00.png", "/seq/a/00.png", "/seq/a/02.png"]  # clamped at the start
-    assert clips[3] == ["/seq/a/01.png", "/seq/a/03.png", "/seq/a/04.png"]  # and at the end
-    assert clips[5] == ["/seq/b/00.png"] * 3  # another folder is another sequence
+    assert clips[0] == [f"{a}/00.png", f"{a}/00.png", f"{a}/02.png"]  # clamped at the start
+    assert clips[1] == [f"{a}/01.png", f"{a}/03.png", f"{a}/04.png"]  # and at the end; 01, 04 not given
+    assert clips[2] == [f"{b}/00.png"] * 3  # another folder is another sequence
 
 
-def test_visualize_attention_over_the_frames_of_a_clip(clips, video_checkpoint, tmp_path):
+def test_visualize_attention_over_the_frames_of_a_clip(clips, video_checkpoint, tmp_path, capsys):
     frames = os.path.join(clips, "CamVid", "frames", "Demo01")
     image = os.path.join(frames, sorted(os.listdir(frames))[4])
     out = tmp_path / "att.png"
     assert visualize_attention.main([video_checkpoint, image, "--pixel", "20", "12", "-o", str(out),
                                      "--save-npy", "--clip-length", "3"]) == 0
+    names = sorted(os.listdir(frames))
+    assert f"clip {names[3]} .. {names[5]}" in capsys.readouterr().out  # its neighbours in the folder
     composed = np.load(tmp_path / "att.npy")
     assert composed.shape == (3, 3, 4, 6)  # R = 3 passes, T = 3 frames of 4x6 features
     np.testing.assert_allclose(composed.sum((1, 2, 3)), 1.0, rtol=1e-5)
