@@ -132,7 +132,7 @@ def run(options: dict) -> int:
     if mode == "whole":  # every image checked before any is segmented
         for path, _ in images:
             size = test_size or (preset.test_size if preset else None) or _image_size(path)  # what is segmented
-            problem = size and whole_image_problem(*size)
+            problem = size and whole_image_problem(*size, frames=clip_length or 1)
             if problem:
                 raise ValueError(f"{path}: {problem}")
     if options.get("save_label") and info.num_classes > 256:

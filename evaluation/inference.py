@@ -37,10 +37,12 @@ __all__ = ["MAX_WHOLE_ENERGY_BYTES", "whole_image_problem", "whole_inference", "
 MAX_WHOLE_ENERGY_BYTES = 4 << 30
 
 
-def whole_image_problem(height: int, width: int, limit: int = MAX_WHOLE_ENERGY_BYTES) -> Optional[str]:
-    """Why a ``height`` x ``width`` input is too large for whole-image inference (None when it is not)."""
+def whole_image_problem(height: int, width: int, limit: int = MAX_WHOLE_ENERGY_BYTES,
+                        frames: int = 1) -> Optional[str]:
+    """Why a ``height`` x ``width`` input (a clip of ``frames`` of them) is too large for whole-image
+    inference (None when it is not)."""
     h, w = -(-height // 8), -(-width // 8)
-    energies = h * w * (h + w - 1) * 4   # [H+W-1, H, W] float32 at output stride 8
+    energies = frames * h * w * (frames + h + w - 2) * 4   # [T+H+W-2, T, H, W] float32 at output stride 8
     if energies <= limit:
         return None
     return (f"{width}x{height} is too large to segment in one piece (its attention energies alone would need "
