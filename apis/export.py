@@ -90,6 +90,9 @@ def export_onnx(src: str, output: str, upsample: bool = True, log: Callable[[str
     check_output_file(output, "-o")
     from models.onnx_export import OPSET, build_onnx
     model, info = load_model(src)
+    if model.video:
+        raise ValueError(f"{info.path}: --onnx writes image models; the video model {info.model} attends over "
+                         f"clips, which the graph does not (its weights export as the 2-D model's with --export)")
     meta = {"model": info.model, "source": info.path}
     if info.preset is not None:
         meta.update(dataset=info.preset.name, class_names=json.dumps(list(info.preset.class_names)))

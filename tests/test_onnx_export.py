@@ -104,6 +104,12 @@ def test_cli_writes_a_checked_graph_with_its_metadata(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert convert_weights.main(["--onnx", pkl, "-o", str(tmp_path / "file" / "m.onnx")]) == 2
     assert "a file is in the way" in capsys.readouterr().err
+    # a video model: its graph would take images only, so it is refused
+    video = save_weights(str(tmp_path / "v.pkl"), {k: v.numpy() for k, v in model.state_dict().items()},
+                         {"arch": "ccnet3d_demo", "num_classes": 6})
+    assert convert_weights.main(["--onnx", video, "-o", str(tmp_path / "v.onnx")]) == 2
+    assert "the video model ccnet3d_demo attends over clips" in capsys.readouterr().err
+    assert not (tmp_path / "v.onnx").exists()
 
 
 def test_without_the_onnx_package_one_error_line(tmp_path, capsys, monkeypatch):
