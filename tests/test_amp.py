@@ -94,9 +94,9 @@ def test_float16_where_it_is_safe_float32_where_it_is_not(float16, monkeypatch):
     monkeypatch.setattr(nn, "conv2d", lambda x, w, *a: conv_inputs.append((x.dtype, w.dtype))
                         or original_conv2d(x, w, *a))
     energies = []
-    original_weight = cca.ca_weight
-    monkeypatch.setattr(cca, "ca_weight", lambda q, k, impl="kernel": energies.append((q.dtype, k.dtype))
-                        or original_weight(q, k, impl))
+    original_weight = cca.weight_kernel  # the energies of criss_cross_attention's kernel path
+    monkeypatch.setattr(cca, "weight_kernel", lambda q, k: energies.append((q.dtype, k.dtype))
+                        or original_weight(q, k))
     model.train()
     x = jt.array(np.random.default_rng(0).normal(size=(2, 3, 32, 64)).astype(np.float32))
     outputs = model(x)
