@@ -102,6 +102,24 @@ class CrissCrossAttention(nn.Module):
         return self.gamma * out + x
 
 
+def clip_to_frames(x: jt.Var) -> jt.Var:
+    """``[B, C, T, H, W]`` -> ``[B * T, C, H, W]`` (frames folded into the batch, clip-major)."""
+    B, C, T, H, W = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W)
+
+
+def frames_to_clip(x: jt.Var, frames: int) -> jt.Var:
+    """``[B * T, C, H, W]`` (clip-major) -> ``[B, C, T, H, W]``."""
+    N, C, H, W = x.shape
+    return x.reshape(N // frames, frames, C, H, W).permute(0, 2, 1, 3, 4)
+
+
+def labelled_frames(x: jt.Var, frames: int) -> jt.Var:
+    """The labelled frame of each clip from ``[B * T, C, H, W]`` (clip-major): ``[B, C, H, W]``."""
+    N, C, H, W = x.shape
+    return x.reshape(N // frames, frames, C, H, W)[:, labelled_frame(frames)]
+
+
 class CrissCrossAttention3D(nn.Module):
     """Criss-cross attention over a clip ``[B, C, T, H, W]``: ``gamma * attention(x) + x``, each position
     attending to its row, column and temporal line (``models.ops.cca3d``).
@@ -125,9 +143,7 @@ class CrissCrossAttention3D(nn.Module):
     @staticmethod
     def _frames(conv: nn.Module, x: jt.Var) -> jt.Var:
         """``conv`` on every frame of ``x [B, C, T, H, W]``."""
-        B, C, T, H, W = x.shape
-        y = conv(x.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W))
-        return y.reshape(B, T, y.shape[1], H, W).permute(0, 2, 1, 3, 4)
+        return frames_to_clip(conv(clip_to_frames(x)), x.shape[2])
 
     def _check(self, x: jt.Var) -> None:
         if x.ndim != 5:
@@ -145,24 +161,6 @@ class CrissCrossAttention3D(nn.Module):
         attention = position_softmax(ca_weight_3d(self._frames(self.query_conv, x), self._frames(self.key_conv, x),
                                                   impl=self.impl))
         return attention, self.gamma * ca_map_3d(attention, self._frames(self.value_conv, x), impl=self.impl) + x
-
-
-def clip_to_frames(x: jt.Var) -> jt.Var:
-    """``[B, C, T, H, W]`` -> ``[B * T, C, H, W]`` (frames folded into the batch, clip-major)."""
-    B, C, T, H, W = x.shape
-    return x.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W)
-
-
-def frames_to_clip(x: jt.Var, frames: int) -> jt.Var:
-    """``[B * T, C, H, W]`` (clip-major) -> ``[B, C, T, H, W]``."""
-    N, C, H, W = x.shape
-    return x.reshape(N // frames, frames, C, H, W).permute(0, 2, 1, 3, 4)
-
-
-def labelled_frames(x: jt.Var, frames: int) -> jt.Var:
-    """The labelled frame of each clip from ``[B * T, C, H, W]`` (clip-major): ``[B, C, H, W]``."""
-    N, C, H, W = x.shape
-    return x.reshape(N // frames, frames, C, H, W)[:, labelled_frame(frames)]
 
 
 class RCCAModule(nn.Module):
