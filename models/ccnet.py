@@ -120,25 +120,14 @@ def labelled_frames(x: jt.Var, frames: int) -> jt.Var:
     return x.reshape(N // frames, frames, C, H, W)[:, labelled_frame(frames)]
 
 
-class CrissCrossAttention3D(nn.Module):
+class CrissCrossAttention3D(CrissCrossAttention):
     """Criss-cross attention over a clip ``[B, C, T, H, W]``: ``gamma * attention(x) + x``, each position
     attending to its row, column and temporal line (``models.ops.cca3d``).
 
-    The parameters are those of :class:`CrissCrossAttention` (1x1 query/key to ``in_channels // 8``,
-    value to ``in_channels``, ``gamma`` from 0), applied to every frame, so a 2-D module's weights load
-    unchanged; with one frame the two compute the same.
+    The parameters are those of :class:`CrissCrossAttention` (its constructor: 1x1 query/key to
+    ``in_channels // 8``, value to ``in_channels``, ``gamma`` from 0), applied to every frame, so a 2-D
+    module's weights load unchanged; with one frame the two compute the same.
     """
-
-    def __init__(self, in_channels: int, impl: str = "auto") -> None:
-        super().__init__()
-        if in_channels < 8:
-            raise ValueError(f"in_channels must be at least 8 (query/key use in_channels // 8), got {in_channels}")
-        check_impl(impl)
-        self.impl = impl
-        self.query_conv = Conv2d(in_channels, in_channels // 8, 1)
-        self.key_conv = Conv2d(in_channels, in_channels // 8, 1)
-        self.value_conv = Conv2d(in_channels, in_channels, 1)
-        self.gamma = jt.zeros((1,))
 
     @staticmethod
     def _frames(conv: nn.Module, x: jt.Var) -> jt.Var:

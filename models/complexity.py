@@ -112,12 +112,12 @@ def _layer_flops(module: nn.Module, x: jt.Var, out) -> dict[str, int]:
         return {"conv": 2 * _numel(out.shape) * _numel(module.weight.shape[1:])}
     if isinstance(module, nn.Linear):
         return {"linear": 2 * _numel(out.shape) * int(module.weight.shape[1])}
+    if isinstance(module, CrissCrossAttention3D):  # (a subclass of CrissCrossAttention: first)
+        B, _, T, H, W = (int(s) for s in x.shape)
+        return cca_flops(B, int(module.query_conv.out_channels), int(module.value_conv.out_channels), H, W, T)
     if isinstance(module, CrissCrossAttention):
         B, _, H, W = (int(s) for s in x.shape)
         return cca_flops(B, int(module.query_conv.out_channels), int(module.value_conv.out_channels), H, W)
-    if isinstance(module, CrissCrossAttention3D):
-        B, _, T, H, W = (int(s) for s in x.shape)
-        return cca_flops(B, int(module.query_conv.out_channels), int(module.value_conv.out_channels), H, W, T)
     if isinstance(module, NonLocalBlock):
         B, _, H, W = (int(s) for s in x.shape)
         pairs = B * (H * W) ** 2

@@ -82,3 +82,12 @@ def test_wrong_inputs_are_refused():
         labelled_frame(0)
     with pytest.raises(ValueError, match="clip_stride must be at least 1"):
         clip_offsets(3, 0)
+
+
+def test_flop_count_of_a_one_frame_clip_is_the_2d_models():
+    """models.complexity counts the 3-D attention (T + H + W - 2 positions): at T = 1 the 2-D count."""
+    from models.complexity import count_flops
+    two, three = _models()
+    two.recurrence = 3
+    a, b = count_flops(two, (64, 80)), count_flops(three, (64, 80))
+    assert a["by_kind"] == b["by_kind"] and a["by_kind"]["cca_map"] > 0
