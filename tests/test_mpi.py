@@ -52,6 +52,15 @@ def mpirun(n, script, args, status=0):
     return run(mpi + [sys.executable, script] + [str(a) for a in args], status=status)
 
 
+def evaluate_on_one_and_two(run_folder, tmp_path):
+    """evaluate.py on ``run_folder`` in one process and under ``mpirun -np 2``: (the mpirun output, the two
+    results.json)."""
+    ev = ["--checkpoint", run_folder, "--no-progress", "-j", "0"]
+    run([sys.executable, "evaluate.py"] + [str(a) for a in ev + ["--output-dir", tmp_path / "ev1"]])
+    out = mpirun(2, "evaluate.py", ev + ["--output-dir", tmp_path / "ev2"])
+    return out, *(json.load(open(tmp_path / name / "results.json")) for name in ("ev1", "ev2"))
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_blocks_dataset(str(tmp_path_factory.mktemp("mpi_data")), num_train=8, num_val=5)
@@ -88,12 +97,8 @@ def test_two_processes_match_one(data, tmp_path):
         np.testing.assert_array_equal(c["model"][key], b["model"][key], err_msg=key)
 
     # evaluation: 5 val images over 2 processes (batch 1 each) == one process
-    ev = ["--checkpoint", tmp_path / "single", "--no-progress", "-j", "0"]
-    run([sys.executable, "evaluate.py"] + [str(a) for a in ev + ["--output-dir", tmp_path / "ev1"]])
-    out = mpirun(2, "evaluate.py", ev + ["--output-dir", tmp_path / "ev2"])
+    out, r1, r2 = evaluate_on_one_and_two(tmp_path / "single", tmp_path)
     assert "2 process(es)" in out
-    r1 = json.load(open(tmp_path / "ev1" / "results.json"))
-    r2 = json.load(open(tmp_path / "ev2" / "results.json"))
     assert r1["images"] == r2["images"] == 5
     assert r1["confusion_matrix"] == r2["confusion_matrix"]
 
@@ -113,12 +118,8 @@ def test_video_preset_on_two_processes_matches_one(tmp_path):
     b = load_checkpoint(str(tmp_path / "two" / "checkpoint_last.pkl"))
     for key in a["model"]:
         np.testing.assert_allclose(b["model"][key], a["model"][key], rtol=1e-4, atol=1e-5, err_msg=key)
-    ev = ["--checkpoint", tmp_path / "one", "--no-progress", "-j", "0"]
-    run([sys.executable, "evaluate.py"] + [str(a) for a in ev + ["--output-dir", tmp_path / "ev1"]])
-    out = mpirun(2, "evaluate.py", ev + ["--output-dir", tmp_path / "ev2"])
+    out, r1, r2 = evaluate_on_one_and_two(tmp_path / "one", tmp_path)
     assert "clips of 3 frames 2 apart" in out
-    r1 = json.load(open(tmp_path / "ev1" / "results.json"))
-    r2 = json.load(open(tmp_path / "ev2" / "results.json"))
     assert r1["images"] == r2["images"] == 3 and r1["confusion_matrix"] == r2["confusion_matrix"]
 
 
