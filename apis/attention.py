@@ -50,9 +50,9 @@ def run(options: dict) -> int:
         raise ValueError("the model runs no criss-cross attention (recurrence 0)")
     clip_length, clip_stride = clip_settings(options, info.model, model.video, info.settings)
     clips = clip_paths(images, clip_length, clip_stride) if clip_length else [[path] for path, _ in images]
-    written = 0
+    written, recent = 0, {}
     for (path, stem), clip in zip(images, clips):
-        frames = read_frames(clip) if clip_length else [read_image(path)]
+        frames = read_frames(clip, recent) if clip_length else [read_image(path)]
         labelled = labelled_frame(len(frames))
         image = frames[labelled]
         chw = np.stack([preprocess(f, model.input_norm, info.preset, options.get("test_size")) for f in frames])

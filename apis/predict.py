@@ -96,9 +96,20 @@ def clip_paths(images: Sequence[tuple[str, str]], clip_length: int, clip_stride:
     return clips
 
 
-def read_frames(paths: Sequence[str]) -> list[np.ndarray]:
-    """The frames of a clip (RGB); DatasetError when they differ in size."""
-    frames = [read_image(p) for p in paths]
+def read_frames(paths: Sequence[str], recent: Optional[dict] = None) -> list[np.ndarray]:
+    """The frames of a clip (RGB); DatasetError when they differ in size.
+
+    ``recent`` (path -> image) holds the previous clip's frames: those read again come from it, and
+    it is left holding this clip's, so that a sequence's frames are decoded once, not once per clip.
+    """
+    known = dict(recent or {})
+    for p in paths:
+        if p not in known:
+            known[p] = read_image(p)
+    frames = [known[p] for p in paths]
+    if recent is not None:
+        recent.clear()
+        recent.update(zip(paths, frames))
     if len({f.shape for f in frames}) > 1:
         raise DatasetError("the frames of a clip differ in size: "
                            + ", ".join(f"{p} {f.shape[1]}x{f.shape[0]}" for p, f in zip(paths, frames)))
@@ -145,9 +156,10 @@ def run(options: dict) -> int:
     palette = preset.palette if preset else None
     failed = []
     bar = progress_bar(len(images), "predict", "img") if len(images) > 1 and not options.get("no_progress") else None
+    recent: dict = {}
     for (path, stem), clip in zip(images, clips):
         try:
-            frames = read_frames(clip)
+            frames = read_frames(clip, recent)
         except (DatasetError, FileNotFoundError) as exc:
             failed.append(str(exc))
             (bar.write if bar else print)(f"skipped: {exc}", file=sys.stderr)

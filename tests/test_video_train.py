@@ -144,6 +144,17 @@ def test_predict_clip_helpers(tmp_path):
     assert clips[2] == [f"{b}/00.png"] * 3  # another folder is another sequence
 
 
+def test_a_sequence_is_decoded_once_not_once_per_clip(monkeypatch):
+    import apis.predict
+    reads = []
+    monkeypatch.setattr(apis.predict, "read_image", lambda p: reads.append(p) or np.zeros((2, 3, 3), np.uint8))
+    recent: dict = {}
+    for clip in (["f0", "f0", "f1"], ["f0", "f1", "f2"], ["f1", "f2", "f3"], ["f1", "f2", "f3"]):
+        frames = apis.predict.read_frames(clip, recent)
+        assert len(frames) == 3 and sorted(recent) == sorted(set(clip))
+    assert reads == ["f0", "f1", "f2", "f3"]
+
+
 def test_visualize_attention_over_the_frames_of_a_clip(clips, video_checkpoint, tmp_path, capsys):
     frames = os.path.join(clips, "CamVid", "frames", "Demo01")
     image = os.path.join(frames, sorted(os.listdir(frames))[4])
