@@ -219,11 +219,17 @@ class SegmentationDataset(EpochLoader):
 
     sample_error = DatasetError
 
+    def transform_sample(self, i: int, image: np.ndarray, label: Optional[np.ndarray], rng_key: list[int]):
+        """Sample ``i``'s image (float32 CxHxW) and label after the transform, its random draws from
+        ``np.random.default_rng(rng_key)`` (``[seed, epoch, i]``: repeatable in any worker or rank)."""
+        if self.transform is None:
+            return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32), label
+        return self.transform(image, label, np.random.default_rng(rng_key))
+
     def load(self, index: int):
         index = int(index)
         epoch_code, i = self.decode_index(index)
         sample = self.samples[i]
-        rng = np.random.default_rng([self.seed, epoch_code, i])
 
         image = read_image(sample.image)
         ori_size = (int(image.shape[0]), int(image.shape[1]))
@@ -233,10 +239,7 @@ class SegmentationDataset(EpochLoader):
             if label.shape != image.shape[:2]:
                 raise DatasetError(f"label {sample.label!r} is {label.shape[1]}x{label.shape[0]} "
                                    f"but image {sample.image!r} is {image.shape[1]}x{image.shape[0]} (WxH)")
-        if self.transform is not None:
-            image, label = self.transform(image, label, rng)
-        else:
-            image = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+        image, label = self.transform_sample(i, image, label, [self.seed, epoch_code, i])
         if label is None:
             label = np.full(ori_size, self.ignore_index, dtype=np.int32)  # unlabelled: all ignore
         label = np.ascontiguousarray(label, dtype=np.int32)

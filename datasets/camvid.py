@@ -197,7 +197,7 @@ class CamVidClipDataset(CamVidDataset):
     ``load`` returns ``(image, label, meta)``: image float32 [T, 3, h, w], the labelled
     frame's label int32 [h, w], meta as :class:`SegmentationDataset`'s plus ``frames`` (the
     T paths) and ``label_frame``. Every frame gets the same random scale, crop, flip and
-    photometric draw (see :meth:`load`); batches stack to [B, T, 3, h, w].
+    photometric draw (see :meth:`transform_sample`); batches stack to [B, T, 3, h, w].
 
     Args:
         root, split, transform, num_classes: as :class:`CamVidDataset`.
@@ -275,39 +275,39 @@ class CamVidClipDataset(CamVidDataset):
                 f"original CamVid videos: scripts/extract_camvid_frames.py writes them.\n"
                 f"Expected layout:\n{CLIP_LAYOUT}")
 
-    def load(self, index: int):
-        """The clip of sample ``index`` (epoch encoded), every frame transformed with the same draws.
+    def transform_sample(self, i: int, image: np.ndarray, label: Optional[np.ndarray], rng_key: list[int]):
+        """Every frame of sample ``i``'s clip transformed with the same draws: [T, 3, h, w], and the label.
 
         The transforms draw from the rng, and RandomCrop's retries depend on the label: each
-        frame gets a fresh ``np.random.default_rng([seed, epoch_code, i])`` -- the one
-        SegmentationDataset.load gives the labelled frame -- and the labelled frame's label,
-        so every frame sees the same draws.
+        frame gets a fresh rng of ``rng_key`` -- the one the labelled frame gets -- and the
+        labelled frame's label, so every frame sees the same draws.
         """
-        image, label, meta = super().load(index)   # the labelled frame: transformed image, label, meta
-        epoch_code, i = self.decode_index(index)
         sample = self.samples[i]
-        h, w = meta["ori_size"]
-        raw_label = None
-        frames = []
+        h, w = image.shape[:2]
+        done: dict[str, np.ndarray] = {}  # a frame the clamping repeats is read and transformed once
         for path in self.clips[i]:
+            if path in done:
+                continue
             if path == sample.image:
-                frames.append(image)
-                continue
-            frame = read_image(path)
-            if frame.shape[:2] != (h, w):
-                raise DatasetError(f"video frame {path!r} is {frame.shape[1]}x{frame.shape[0]} but the labelled "
-                                   f"image {sample.image!r} is {w}x{h} (WxH); extract the frames at the labelled "
-                                   "images' size (scripts/extract_camvid_frames.py --size)")
-            if self.transform is None:
-                frames.append(np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.float32))
-                continue
-            if raw_label is None and sample.label is not None:
-                raw_label = self.load_label(sample)
-            frame, _ = self.transform(frame, raw_label, np.random.default_rng([self.seed, epoch_code, i]))
-            frames.append(frame)
-        meta["frames"] = list(self.clips[i])
+                frame = image
+            else:
+                frame = read_image(path)
+                if frame.shape[:2] != (h, w):
+                    raise DatasetError(f"video frame {path!r} is {frame.shape[1]}x{frame.shape[0]} but the labelled "
+                                       f"image {sample.image!r} is {w}x{h} (WxH); extract the frames at the "
+                                       "labelled images' size (scripts/extract_camvid_frames.py --size)")
+            done[path], frame_label = super().transform_sample(i, frame, label, rng_key)
+            if path == sample.image:
+                clip_label = frame_label
+        return np.stack([done[path] for path in self.clips[i]]), clip_label
+
+    def load(self, index: int):
+        """The clip of sample ``index`` (epoch encoded): frames [T, 3, h, w], the labelled frame's
+        label, and meta with the clip's ``frames`` and ``label_frame``."""
+        clip, label, meta = super().load(index)
+        meta["frames"] = list(self.clips[self.decode_index(int(index))[1]])
         meta["label_frame"] = self.label_frame
-        return np.stack(frames), label, meta
+        return clip, label, meta
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", clip_length={self.clip_length}, clip_stride={self.clip_stride})"
